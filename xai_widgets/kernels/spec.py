@@ -1,0 +1,143 @@
+"""What a method is, for the registry, the widgets and the checks at the boundary.
+
+A :class:`MethodSpec` describes a method completely: its name (= module = card folder), label,
+family, whether it needs a layer, its parameters (types, ranges, defaults), its cost, its
+paper, the backward rules its traces use, how its raw map is shown by default, and the
+function that computes it. The widgets build their menus and controls from the specs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from ..errors import ParameterError, did_you_mean
+from ..render import RenderSettings
+from ..rules import Rule
+from ..trace import INPUT, Targets, TraceSet
+
+Family = Literal["cam", "gradient", "propagation", "perturbation", "optimisation"]
+Cost = Literal["instant", "pass", "iterative"]
+
+#: ``progress(fraction_done, preview)``: called by iterative kernels between chunks, with an
+#: optional raw preview map; it may raise :class:`Cancelled` to stop the kernel there.
+Progress = Callable[[float, "torch.Tensor | None"], None]
+
+
+class Cancelled(Exception):
+    """Raised by a progress callback to stop an iterative kernel between two chunks."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One method parameter: ``kind`` is int, float, bool or str; ``low``/``high`` bound
+    numbers (inclusive), ``choices`` lists the allowed strings."""
+
+    name: str
+    default: Any
+    kind: type
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def validate(self, value: Any, method: str) -> Any:
+        where = f"{method}: parameter {self.name!r}"
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise ParameterError(f"{where} must be True or False, got {value!r}")
+            return value
+        if self.kind is str:
+            if value not in self.choices:
+                raise ParameterError(f"{where} must be one of {', '.join(map(repr, self.choices))}"
+                                     f", got {value!r}")
+            return value
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not is_number or (self.kind is int and not float(value).is_integer()):
+            kind = "an integer" if self.kind is int else "a number"
+            raise ParameterError(f"{where} must be {kind}, got {value!r}")
+        number = self.kind(value)
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ParameterError(f"{where} must be finite, got {value!r}")
+        if (self.low is not None and number < self.low) or \
+                (self.high is not None and number > self.high):
+            raise ParameterError(f"{where} must lie in [{self.low}, {self.high}], got {value!r}")
+        return number
+
+
+@dataclass
+class KernelContext:
+    """Everything a kernel needs: the batch's traces, one target per image, the resolved
+    layer name (``None`` when the method takes none) and validated parameters."""
+
+    traces: TraceSet
+    targets: Targets
+    layer: str | None
+    params: Mapping[str, Any]
+    progress: Progress | None = None
+
+    def report(self, fraction: float, preview: torch.Tensor | None = None) -> None:
+        """Tell the caller how far an iterative kernel got (may raise :class:`Cancelled`)."""
+        if self.progress is not None:
+            self.progress(fraction, preview)
+
+    @property
+    def target_index(self) -> torch.Tensor:
+        """The targets as a long tensor ``(N,)`` on the model's device."""
+        return torch.tensor(self.targets, device=self.traces.bundle.device)
+
+    def layer_activation_and_gradient(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Activations ``A`` and plain gradient ``∂ logit / ∂A`` at the layer, ``(N, K, h, w)``."""
+        assert self.layer is not None, "the registry gives layer methods a layer"
+        trace = self.traces.get("gradient", [self.layer])
+        return trace.activation(self.layer), trace.gradient(self.targets, self.layer)
+
+    def input_gradient(self, rule: Rule = "gradient") -> torch.Tensor:
+        """``∂ logit / ∂x`` at the model input under ``rule``, ``(N, 3, H, W)``."""
+        return self.traces.get(rule).gradient(self.targets, INPUT)
+
+
+@dataclass
+class KernelResult:
+    """A raw float32 map, ``(N, h, w)`` or ``(N, C, H, W)``, and named extras. ``layer``
+    names the layer the map belongs to when the method chose it (CAM)."""
+
+    map: torch.Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
+    layer: str | None = None
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method as the registry and the widgets know it."""
+
+    name: str
+    label: str
+    family: Family
+    needs_layer: bool
+    cost: Cost
+    paper: str
+    rules: tuple[Rule, ...]
+    compute: Callable[[KernelContext], KernelResult]
+    display: RenderSettings
+    params: tuple[Param, ...] = ()
+    per_channel: bool = False
+    needs_gradient: bool = True
+    summary: str = ""
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults updated with ``params``, each checked; unknown names are refused."""
+        known = {p.name: p for p in self.params}
+        for name in params:
+            if name not in known:
+                hint = did_you_mean(name, known) or (
+                    f"its parameters are {', '.join(known)}" if known else "it takes none")
+                raise ParameterError(f"{self.name} has no parameter {name!r}; {hint}")
+        return {**self.defaults(), **{n: known[n].validate(v, self.name)
+                                      for n, v in params.items()}}

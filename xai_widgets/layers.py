@@ -1,0 +1,175 @@
+"""Candidate layers of any model, found by one dry run.
+
+A *candidate layer* is a submodule whose output is a spatial map ``(N, C, h, w)`` with more
+than one cell, and that runs exactly once per forward pass. Modules that return the very same
+tensor (``layer4`` and ``layer4.2`` of a ResNet) are one candidate under its shortest name,
+the others being aliases. A module whose output is later changed in place (a BatchNorm
+followed by an in-place ReLU, DenseNet's ``features`` followed by ``F.relu(inplace=True)``)
+is marked ``mutated_later``: a trace must copy that output to keep its value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import LayerError, ModelError, did_you_mean
+from .scope import eval_mode, forward_hooks
+
+_NOT_A_DEFAULT = (
+    nn.modules.pooling._AvgPoolNd, nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.Identity, nn.Dropout, nn.Dropout2d, nn.Flatten, nn.Upsample,
+)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One candidate layer: its name, module type, output shape ``(C, h, w)`` at the
+    bundle's input size, rank in forward order, other names, and whether its output is
+    changed in place after the module returns."""
+
+    name: str
+    kind: str
+    shape: tuple[int, int, int]
+    order: int
+    aliases: tuple[str, ...] = ()
+    mutated_later: bool = False
+
+    def __str__(self) -> str:
+        channels, height, width = self.shape
+        return f"{self.name} ({self.kind}, {channels}×{height}×{width})"
+
+
+class LayerCatalog:
+    """The candidate layers of one model, the default one, and name resolution."""
+
+    def __init__(self, candidates: list[LayerInfo], default: str, num_classes: int,
+                 refused: dict[str, str]) -> None:
+        self.candidates = candidates
+        self.default = default
+        self.num_classes = num_classes
+        self._refused = refused
+        self._by_name = {info.name: info for info in candidates}
+        self._canonical = {alias: info.name for info in candidates for alias in info.aliases}
+        self._canonical.update({info.name: info.name for info in candidates})
+
+    @classmethod
+    def from_model(cls, model: nn.Module, input_hw: tuple[int, int],
+                   device: torch.device | str = "cpu") -> LayerCatalog:
+        """Run one forward pass on a random ``(1, 3, *input_hw)`` batch and list the layers."""
+        names = {module: name for name, module in model.named_modules() if name}
+        calls: dict[str, list[tuple[Any, int]]] = {}
+
+        def record(module: nn.Module, _args: Any, output: Any) -> None:
+            version = output._version if isinstance(output, torch.Tensor) else 0
+            calls.setdefault(names[module], []).append((output, version))
+
+        generator = torch.Generator().manual_seed(0)
+        dummy = torch.randn(1, 3, *input_hw, generator=generator).to(device)
+        with torch.no_grad(), eval_mode(model), \
+                forward_hooks({module: record for module in names}):
+            logits = model(dummy)
+        if not (isinstance(logits, torch.Tensor) and logits.ndim == 2):
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else \
+                type(logits).__name__
+            raise ModelError(f"the model returns {shape}; a classifier must return logits "
+                             "(N, classes): wrap it in a module whose forward returns them")
+        return cls._from_calls(calls, names, int(logits.shape[1]))
+
+    @classmethod
+    def _from_calls(cls, calls: dict[str, list[tuple[Any, int]]],
+                    names: dict[nn.Module, str], num_classes: int) -> LayerCatalog:
+        kinds = {name: type(module).__name__ for module, name in names.items()}
+        modules = {name: module for module, name in names.items()}
+        refused: dict[str, str] = {}
+        groups: dict[tuple[int, int], list[str]] = {}
+        outputs: dict[tuple[int, int], torch.Tensor] = {}
+        for name, made in calls.items():
+            output, version = made[-1]
+            if len(made) > 1:
+                refused[name] = (f"module {name!r} runs {len(made)} times per forward pass, so "
+                                 "its output is ambiguous; pick the block that contains it")
+            elif not isinstance(output, torch.Tensor) or output.ndim != 4 \
+                    or not output.is_floating_point():
+                refused[name] = f"module {name!r} does not output a spatial map (N, C, h, w)"
+            elif output.shape[-1] * output.shape[-2] < 2:
+                refused[name] = (f"module {name!r} outputs a single cell "
+                                 f"{tuple(output.shape)}: there is no map to show")
+            else:
+                key = (id(output), version)
+                groups.setdefault(key, []).append(name)
+                outputs[key] = output
+        for name in set(names.values()) - set(calls):
+            refused[name] = f"module {name!r} does not run in the forward pass"
+
+        candidates = []
+        for order, (key, members) in enumerate(groups.items()):
+            canonical = min(members, key=lambda n: (n.count("."), members.index(n)))
+            output = outputs[key]
+            candidates.append(LayerInfo(
+                name=canonical,
+                kind=kinds[canonical],
+                shape=(int(output.shape[1]), int(output.shape[2]), int(output.shape[3])),
+                order=order,
+                aliases=tuple(m for m in members if m != canonical),
+                mutated_later=output._version != key[1],
+            ))
+        if not candidates:
+            raise ModelError("the model has no layer with a spatial output (N, C, h, w); "
+                             "layer-based methods need a convolutional model (gradient methods "
+                             "on the input may still apply)")
+        usable = [c for c in candidates if not isinstance(modules[c.name], _NOT_A_DEFAULT)]
+        default = (usable or candidates)[-1].name
+        return cls(candidates, default, num_classes, refused)
+
+    @property
+    def names(self) -> list[str]:
+        return [info.name for info in self.candidates]
+
+    def __getitem__(self, name: str) -> LayerInfo:
+        return self._by_name[self.resolve(name)]
+
+    def __iter__(self) -> Any:
+        return iter(self.candidates)
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+    def resolve(self, layer: str | nn.Module | None, model: nn.Module | None = None) -> str:
+        """The canonical name of ``layer`` (a name, an alias, a module of ``model``, or
+        ``None`` for the default); a clear :class:`LayerError` otherwise."""
+        if layer is None:
+            return self.default
+        if isinstance(layer, nn.Module):
+            found = next((n for n, m in (model.named_modules() if model else []) if m is layer),
+                         None)
+            if found is None:
+                raise LayerError("that module is not part of this model; pass a layer name "
+                                 f"such as {self.default!r}")
+            layer = found
+        if not isinstance(layer, str):
+            raise LayerError(f"a layer is given by name (str) or module, not by "
+                             f"{type(layer).__name__}; e.g. {self.default!r}")
+        if layer in self._canonical:
+            return self._canonical[layer]
+        if layer in self._refused:
+            raise LayerError(f"{self._refused[layer]}; candidate layers include "
+                             f"{self._suggestions()}")
+        hint = did_you_mean(layer, [*self._canonical, *self._refused])
+        raise LayerError(f"unknown layer {layer!r}; "
+                         f"{hint or 'candidate layers include ' + self._suggestions()}"
+                         " (xai_widgets.list_layers(model) lists them all)")
+
+    def _suggestions(self) -> str:
+        last = [info.name for info in self.candidates[-3:]]
+        return ", ".join(repr(n) for n in last) + f" (default {self.default!r})"
+
+    def __repr__(self) -> str:
+        lines = [f"{len(self.candidates)} candidate layers (default {self.default!r}):"]
+        lines += [f"  {info}{' <- default' if info.name == self.default else ''}"
+                  for info in self.candidates]
+        return "\n".join(lines)
