@@ -158,3 +158,72 @@ def bundle(model: nn.Module, size: int = 16, classes: int | None = None):
                                      std=(1.0, 1.0, 1.0))
     names = None if classes is None else [f"class{i}" for i in range(classes)]
     return xw.ModelBundle(model, preprocessing, names, name=type(model).__name__)
+
+
+# ---------------------------------------------------------------- added for the method tests
+
+
+class OneConvRelu(OneConv):
+    """:class:`OneConv` with a ReLU between the conv and the pooling.
+
+    With input channels ``P, Q`` the logits are ``W @ mean(relu([P, Q]))``. For class ``c``
+    on channel ``k`` (0 on the third channel), by hand:
+
+    * gradient: ``W[c, k] · 1[x_k > 0] / (h w)``
+    * guided backprop: ``relu(W[c, k]) · 1[x_k > 0] / (h w)``
+    * DeconvNet: ``relu(W[c, k]) / (h w)`` everywhere (the forward sign is ignored)
+    """
+
+    def __init__(self, weight: list[list[float]]) -> None:
+        super().__init__(weight)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.relu(self.conv(x))).flatten(1))
+
+
+class ClassMapNet(nn.Module):
+    """SqueezeNet-style head: 1×1 identity conv (3 -> 3 classes), ReLU, GAP; no linear layer.
+
+    The logit of class ``c`` is ``mean(relu(x_c))``, so CAM of class ``c`` is ``relu(x_c)``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(3)[:, :, None, None])
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.relu(self.conv(x))).flatten(1)
+
+
+class LinearNet(nn.Module):
+    """A linear model with one spatial layer: 1×1 conv ``M`` (3 -> 3, no bias), flatten,
+    linear ``W`` (+ ``b``). Its input gradient for class ``c`` is
+    ``Σ_k W[c, k, :, :] M[k, i]`` on input channel ``i``: known from the weights alone."""
+
+    def __init__(self, classes: int = 5, size: int = 8) -> None:
+        super().__init__()
+        self.mix = nn.Conv2d(3, 3, 1, bias=False)
+        self.fc = nn.Linear(3 * size * size, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.mix(x).flatten(1))
+
+
+def randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm of ``model`` random running statistics and affine parameters
+    (fresh ones are the identity in eval mode, which hides mistakes); returns ``model``."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                shape = module.num_features
+                module.running_mean.copy_(0.5 * torch.randn(shape, generator=generator))
+                module.running_var.copy_(0.5 + 1.5 * torch.rand(shape, generator=generator))
+                module.weight.copy_(0.5 + 1.5 * torch.rand(shape, generator=generator))
+                module.bias.copy_(0.3 * torch.randn(shape, generator=generator))
+    return model

@@ -118,7 +118,8 @@ class _RuleMode(TorchFunctionMode):
             self.routed += 1
             x, *extra = args
             options = {k: v for k, v in kwargs.items() if k != "inplace"}
-            if len(extra) == len(_parameters(func)) and _parameters(func)[-1] == "inplace":
+            names = _parameters(func)
+            if names and len(extra) == len(names) and names[-1] == "inplace":
                 extra.pop()  # inplace given by position: the rule computes out of place
             return _Smooth.apply(x, _with_options(func, options), self.rule, *extra)
         return func(*args, **kwargs)

@@ -10,6 +10,7 @@ from ..errors import MethodError, did_you_mean
 from . import (
     cam,
     deconvnet,
+    feature_inversion,
     grad_cam,
     grad_cam_pp,
     guided_backprop,
@@ -32,6 +33,7 @@ REGISTRY: dict[str, MethodSpec] = {
         guided_backprop,
         deconvnet,
         guided_grad_cam,
+        feature_inversion,
     )
 }
 

@@ -1,0 +1,145 @@
+"""Shared machinery of the optimisation methods (feature inversion, inverted representation).
+
+* :class:`Probe`: forward passes of new inputs through a user's model that record one
+  layer's output, optionally stopping the pass there (a feature loss needs nothing deeper),
+  under ``scope.eval_mode`` and ``scope.forward_hooks`` for the whole optimisation.
+* :func:`gaussian_blur`: a border-renormalised Gaussian blur of a batch.
+* :func:`schedule`: the step learning-rate schedules of the original implementations.
+* :func:`check_iterations`, :func:`report_every`: boundary checks and progress reporting.
+
+Nothing here touches the model's parameters: the optimised tensors are leaves the kernels
+create, and gradients are taken with ``torch.autograd.grad`` with respect to them only, so
+no parameter accumulates a ``.grad`` and autograd skips the weight gradients altogether.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ParameterError
+from ..models import ModelBundle
+from ..scope import eval_mode, forward_hooks
+from .spec import KernelContext
+
+
+class _Reached(Exception):
+    """Raised by the probe's hook to stop a forward pass once the layer has run."""
+
+
+class Probe:
+    """Forward passes through ``bundle.model`` that record the output of ``layer``.
+
+    Use as ``with Probe.open(bundle, layer) as probe:``; inside, the model is in eval mode
+    and carries one forward hook, both removed on exit (also on an exception or a
+    :class:`~xai_widgets.kernels.spec.Cancelled`).
+    """
+
+    def __init__(self, model: nn.Module, copy: bool) -> None:
+        self.model = model
+        self._copy = copy
+        self._stop = False
+        self._output: torch.Tensor | None = None
+
+    @classmethod
+    @contextmanager
+    def open(cls, bundle: ModelBundle, layer: str) -> Iterator[Probe]:
+        """Eval mode and a hook on ``layer`` (a canonical name of ``bundle.layers``)."""
+        info = bundle.layers[layer]
+        probe = cls(bundle.model, copy=info.mutated_later)
+        module = dict(bundle.model.named_modules())[info.name]
+        with ExitStack() as stack:
+            stack.enter_context(eval_mode(bundle.model))
+            stack.enter_context(forward_hooks({module: probe._hook}))
+            yield probe
+
+    def _hook(self, _module: nn.Module, _args: Any, output: Any) -> Any:
+        self._output = output
+        if self._stop:
+            raise _Reached
+        # a later in-place op (a functional ReLU) would change the recorded value: hand the
+        # rest of the network a copy instead, as a Trace does
+        return output.clone() if self._copy else None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's output for ``x`` ``(N, 3, H, W)``; the pass stops at the layer."""
+        self._stop, self._output = True, None
+        try:
+            self.model(x)
+        except _Reached:
+            pass
+        finally:
+            self._stop = False
+        return self._take()
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's output and the logits for ``x``: one whole forward pass."""
+        self._output = None
+        logits = self.model(x)
+        return self._take(), logits
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits for ``x`` (the hook records the layer on the way)."""
+        return self.model(x)
+
+    def _take(self) -> torch.Tensor:
+        output = self._output
+        self._output = None
+        if not isinstance(output, torch.Tensor):
+            raise RuntimeError("the probed layer did not run in the forward pass")
+        return output
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of ``(N, C, H, W)`` with standard deviation ``sigma`` pixels.
+
+    Separable, truncated at ``3σ``, zero padding renormalised by the blurred ones (the kernel
+    is cut at the borders and its remaining weights sum to one): a constant image stays
+    constant at any size, so blurring a normalised image equals normalising the blurred
+    photo. ``sigma = 0`` returns the images unchanged.
+    """
+    if sigma <= 0:
+        return images.clone()
+    h, w = images.shape[-2:]
+    radius = min(math.ceil(3 * sigma), max(h, w))
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    ones = torch.ones(1, 1, h, w, dtype=images.dtype, device=images.device)
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        channels = x.shape[1]
+        rows = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+        cols = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
+        x = F.conv2d(x, rows, padding=(0, radius), groups=channels)
+        return F.conv2d(x, cols, padding=(radius, 0), groups=channels)
+
+    return blur(images) / blur(ones)
+
+
+def schedule(base: float, factor: float, every: int, iteration: int) -> float:
+    """Step schedule: ``base · factor^⌊(iteration + 1) / every⌋`` for the step after
+    ``iteration`` (the originals decay after iterations ``every − 1``, ``2·every − 1``, ...)."""
+    return base * factor ** ((iteration + 1) // every)
+
+
+def check_iterations(method: str, **counts: int) -> None:
+    """Refuse an optimisation that would not run a single step."""
+    for name, count in counts.items():
+        if count < 1:
+            raise ParameterError(f"{method}: {name} must be at least 1, got {count}; an "
+                                 "optimisation needs at least one step")
+
+
+def report_every(ctx: KernelContext, done: int, total: int, every: int,
+                 preview: torch.Tensor | None) -> None:
+    """Report progress after step ``done`` of ``total`` every ``every`` steps and at the
+    end; may raise :class:`~xai_widgets.kernels.spec.Cancelled`."""
+    if done % every == 0 or done == total:
+        ctx.report(done / total, None if preview is None else preview.detach().float())

@@ -1,0 +1,171 @@
+"""Shared machinery of the iterative methods (integrated gradients, SmoothGrad, RISE, Score-CAM).
+
+* :func:`chunks`: ``[start, stop)`` ranges of ``chunk_size`` jobs; memory is bounded by the
+  chunk, whatever the number of steps, samples or masks.
+* :func:`inference`: the model in eval mode under ``torch.inference_mode()`` for a loop of
+  forward passes that need no gradient (restored in ``finally``, also when a progress callback
+  raises :class:`~xai_widgets.kernels.spec.Cancelled` between chunks).
+* :func:`generator`: a local, seeded ``torch.Generator`` (never the global RNG).
+* :func:`baseline`: the reference inputs of path and masking methods, in the model's
+  normalised input space: ``black`` (a black photo pushed through the normalisation),
+  ``mean`` (zero: the dataset mean colour), ``blurred``, ``uniform`` noise, or a user tensor.
+* :func:`quadrature`: points and weights of the Riemann and Gauss–Legendre rules on [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ModelError, ParameterError
+from ..images import Preprocessing
+from ..models import ModelBundle
+from ..scope import eval_mode
+
+BASELINES = ("black", "mean", "blurred", "uniform")
+QUADRATURES = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid",
+               "gausslegendre")
+SCORES = ("probability", "logit")
+
+
+def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of consecutive chunks of at most ``size`` jobs out of ``total``."""
+    for start in range(0, total, size):
+        yield start, min(start + size, total)
+
+
+def generator(seed: int, device: torch.device) -> torch.Generator:
+    """A local generator seeded with ``seed`` on ``device``."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def model_input(bundle: ModelBundle, inputs: torch.Tensor) -> torch.Tensor:
+    """``inputs`` detached, on the model's device and in its parameters' dtype."""
+    parameter = next(bundle.model.parameters(), None)
+    dtype = parameter.dtype if parameter is not None else inputs.dtype
+    return inputs.detach().to(device=bundle.device, dtype=dtype)
+
+
+@contextmanager
+def inference(bundle: ModelBundle) -> Iterator[None]:
+    """Eval mode and ``torch.inference_mode()`` for a loop of forward passes."""
+    with eval_mode(bundle.model), torch.inference_mode():
+        yield
+
+
+def logits_of(bundle: ModelBundle, inputs: torch.Tensor) -> torch.Tensor:
+    """The model's logits ``(N, classes)`` (call inside :func:`inference` or a grad scope)."""
+    logits = bundle.model(inputs)
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        raise ModelError("the model must return logits (N, classes); wrap it in a module "
+                         "whose forward returns them")
+    return logits
+
+
+def target_score(logits: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor:
+    """The target class's ``probability`` (softmax) or ``logit`` per row, float32 ``(N,)``."""
+    rows = torch.arange(len(targets), device=logits.device)
+    if score == "probability":
+        return logits.float().softmax(dim=1)[rows, targets]
+    return logits.float()[rows, targets]
+
+
+def check_chunk(method: str, chunk_size: int) -> int:
+    if chunk_size < 1:
+        raise ParameterError(f"{method}: chunk_size must be at least 1, got {chunk_size}")
+    return int(chunk_size)
+
+
+# ---------------------------------------------------------------------------- baselines
+
+
+def baseline(kind: Any, inputs: torch.Tensor, preprocessing: Preprocessing, *, method: str,
+             seed: int = 0, blur_sigma: float = 5.0) -> torch.Tensor:
+    """The reference input for each image of ``inputs`` ``(N, 3, H, W)``, normalised space.
+
+    ``kind``: ``"black"``, ``"mean"``, ``"blurred"`` (Gaussian blur of each image, ``blur_sigma``
+    pixels of the model input), ``"uniform"`` (one noise photo, uniform in [0, 1] per RGB
+    value, seeded, shared by the batch), or a tensor of shape ``(3, H, W)``, ``(1, 3, H, W)`` or
+    ``(N, 3, H, W)`` in the model's normalised input space.
+    """
+    if isinstance(kind, torch.Tensor):
+        return _user_baseline(kind, inputs, method)
+    if kind == "black":
+        return preprocessing.normalise(torch.zeros_like(inputs))
+    if kind == "mean":
+        return torch.zeros_like(inputs)
+    if kind == "blurred":
+        if blur_sigma <= 0:
+            raise ParameterError(f"{method}: blur_sigma must be positive for the blurred "
+                                 f"baseline, got {blur_sigma}")
+        return gaussian_blur(inputs, blur_sigma)
+    if kind == "uniform":
+        noise = torch.rand(inputs.shape[1:], generator=generator(seed, inputs.device),
+                           device=inputs.device, dtype=inputs.dtype)
+        return preprocessing.normalise(noise).expand_as(inputs).contiguous()
+    raise ParameterError(f"{method}: unknown baseline {kind!r}; use one of "
+                         f"{', '.join(map(repr, BASELINES))} or a tensor shaped like the input")
+
+
+def _user_baseline(tensor: torch.Tensor, inputs: torch.Tensor, method: str) -> torch.Tensor:
+    n, c, h, w = inputs.shape
+    shape = tuple(tensor.shape)
+    if shape not in ((c, h, w), (1, c, h, w), (n, c, h, w)):
+        raise ParameterError(
+            f"{method}: the baseline has shape {shape}, the input {tuple(inputs.shape)}; give "
+            f"a tensor of shape ({c}, {h}, {w}), (1, {c}, {h}, {w}) or ({n}, {c}, {h}, {w}) in "
+            "the model's normalised input space (e.g. bundle.prepare(photo).inputs), or one "
+            f"of {', '.join(map(repr, BASELINES))}")
+    if not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
+        raise ParameterError(f"{method}: the baseline must be a finite float tensor")
+    return tensor.detach().to(inputs).expand_as(inputs).contiguous()
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(N, C, H, W)``, radius ``⌈3σ⌉``, replicated borders."""
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = images.shape[1]
+    out = F.pad(images, (radius, radius, 0, 0), mode="replicate")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
+    out = F.pad(out, (0, 0, radius, radius), mode="replicate")
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
+
+
+# ---------------------------------------------------------------------------- quadrature
+
+
+def quadrature(rule: str, steps: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Points ``α_k`` in [0, 1] and weights ``w_k`` (summing to 1) of ``rule`` with ``steps``
+    points, float64: ``∫_0^1 g(α) dα ≈ Σ_k w_k g(α_k)``."""
+    if steps < 1:
+        raise ParameterError(f"{method}: n_steps must be at least 1, got {steps}")
+    k = np.arange(steps, dtype=np.float64)
+    weights = np.full(steps, 1.0 / steps)
+    if rule == "riemann_right":
+        points = (k + 1) / steps
+    elif rule == "riemann_left":
+        points = k / steps
+    elif rule == "riemann_middle":
+        points = (k + 0.5) / steps
+    elif rule == "riemann_trapezoid":
+        if steps < 2:
+            raise ParameterError(f"{method}: the trapezoid rule needs n_steps >= 2, got {steps}")
+        points = k / (steps - 1)
+        weights = np.full(steps, 1.0 / (steps - 1))
+        weights[[0, -1]] *= 0.5
+    elif rule == "gausslegendre":
+        nodes, gauss = np.polynomial.legendre.leggauss(steps)
+        points, weights = (nodes + 1) / 2, gauss / 2
+    else:
+        raise ParameterError(f"{method}: unknown integration rule {rule!r}; use one of "
+                             f"{', '.join(map(repr, QUADRATURES))}")
+    return points, weights

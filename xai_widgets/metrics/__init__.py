@@ -1,0 +1,1 @@
+"""Faithfulness and localisation metrics (placeholder, filled below)."""

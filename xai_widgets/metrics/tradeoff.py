@@ -1,0 +1,107 @@
+"""Amount of activation vs. re-identification: the inverse-based project's trade-off.
+
+Kwon, Koo, Soh, Cho. "Explaining Deep Networks by Inverting Their Layers" (inverse-based
+explanation), IEEE TNNLS 2021 (METHODS.md §4.5). An explanation keeps part of the input,
+``x̂ = x ⊙ ĥ`` (normalised space, so a dropped pixel takes the dataset's mean colour); a good
+one keeps little (small *amount of activation*, ``mean ĥ``) and still lets the model
+*re-identify* the class (``argmax f(x̂) = t``). For attribution maps ``ĥ`` is the map as
+displayed (channels reduced, polarity applied, a signed map's positive part), upsampled to
+the input and divided by its maximum, so ``ĥ ∈ [0, 1]``.
+
+One map gives one point; ``thresholds`` give a curve per map, ``ĥ_τ = ĥ · [ĥ ≥ τ]`` (τ = 0 is
+the map itself), and averaging over images gives the trade-off plot: amount on x,
+re-identification rate on y, one line per method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ..errors import ParameterError
+from ..explanation import Explanation
+from ..kernels.spec import Progress
+from ..models import ModelBundle
+from ..render import Channels, Polarity, normalise
+from ..targets import resolve_targets
+from . import forward
+from .subject import check_chunk_size, subject
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+@dataclass(frozen=True)
+class Tradeoff:
+    """Per image and threshold, ``(N, T)`` each: ``amount`` (mean of ``ĥ_τ``), ``probability``
+    of the target on ``x ⊙ ĥ_τ``, re-identified as the ``top1`` class / among the ``top5``.
+    ``thresholds``: ``(T,)``."""
+
+    thresholds: torch.Tensor
+    amount: torch.Tensor
+    probability: torch.Tensor
+    top1: torch.Tensor
+    top5: torch.Tensor
+    targets: tuple[int, ...]
+
+    def rates(self) -> dict[str, list[float]]:
+        """Means over the images, one value per threshold: ``amount``, ``top1``, ``top5``."""
+        return {name: getattr(self, name).float().mean(dim=0).tolist()
+                for name in ("amount", "top1", "top5")}
+
+    def figure(self, label: str = "map") -> Figure:
+        """The trade-off plot of these maps: amount of activation vs. re-identification."""
+        from matplotlib.figure import Figure
+
+        rates = self.rates()
+        figure = Figure(figsize=(4.2, 3.2), layout="constrained")
+        axes = figure.subplots()
+        axes.plot(rates["amount"], rates["top1"], "o-", label=f"{label} (top-1)")
+        axes.plot(rates["amount"], rates["top5"], "s--", alpha=0.6, label=f"{label} (top-5)")
+        axes.set_xlabel("amount of activation (mean ĥ)")
+        axes.set_ylabel("re-identification rate")
+        axes.set_xlim(0, 1)
+        axes.set_ylim(-0.02, 1.02)
+        axes.legend(fontsize=8)
+        return figure
+
+
+def tradeoff(source: Explanation | ModelBundle | nn.Module, images: Any = None,
+             maps: Any = None, target: Any = None, *, thresholds: Sequence[float] = (0.0,),
+             channels: Channels | None = None, polarity: Polarity | None = None,
+             chunk_size: int = 32, progress: Progress | None = None) -> Tradeoff:
+    """Amount of activation and re-identification of ``x ⊙ ĥ_τ`` for every threshold.
+
+    Arguments as :func:`~xai_widgets.metrics.deletion_insertion`; ``thresholds``: values of
+    τ in [0, 1). The target defaults to the explained class (the predicted one for bare maps).
+    """
+    subj = subject(source, images, maps, target, channels, polarity)
+    chunk_size = check_chunk_size(chunk_size)
+    levels = torch.tensor([float(t) for t in thresholds], dtype=torch.float32)
+    if levels.numel() == 0 or not bool(((levels >= 0) & (levels < 1)).all()):
+        raise ParameterError(f"thresholds must be values in [0, 1), got {list(thresholds)!r}")
+    shown = subj.display.polarity
+    unit = normalise(subj.pixel_values("positive" if shown == "signed" else shown),
+                     signed=False)                                            # (N, H, W)
+    kept = unit[:, None] * (unit[:, None] >= levels[None, :, None, None])      # (N, T, H, W)
+    amount = kept.mean(dim=(2, 3))
+    originals = forward.logits(subj.bundle, subj.inputs, chunk_size)
+    targets = resolve_targets(subj.target, originals, subj.bundle.class_names)
+    count = len(levels)
+    device = subj.bundle.device
+    inputs, masks = subj.inputs.to(device), kept.flatten(0, 1).to(device)
+
+    def build(start: int, stop: int) -> torch.Tensor:
+        rows = torch.arange(start, stop, device=device)
+        return inputs[rows // count] * masks[start:stop, None]
+
+    scores = forward.target_scores(subj.bundle, build,
+                                   torch.tensor(targets).repeat_interleave(count),
+                                   chunk_size, progress)
+    shape = (len(subj), count)
+    return Tradeoff(levels, amount, scores.probability.view(shape), scores.rank.view(shape) == 0,
+                    scores.rank.view(shape) < 5, targets)
