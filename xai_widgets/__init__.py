@@ -31,6 +31,15 @@ from .render import RenderSettings
 __version__ = "0.1.0"
 
 
+def __getattr__(name: str) -> object:
+    """``Explorer`` and ``Compare`` load ipywidgets only when first used."""
+    if name in ("Explorer", "Compare"):
+        from . import widgets
+
+        return getattr(widgets, name)
+    raise AttributeError(f"module 'xai_widgets' has no attribute {name!r}")
+
+
 def methods() -> dict[str, MethodSpec]:
     """The registered methods by name, each with its label, parameters, cost and paper."""
     return dict(REGISTRY)
@@ -43,7 +52,9 @@ def list_layers(model: ModelBundle | object) -> LayerCatalog:
 
 __all__ = [
     "ZOO",
+    "Compare",
     "Explanation",
+    "Explorer",
     "ImageError",
     "LayerCatalog",
     "LayerError",

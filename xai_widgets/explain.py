@@ -11,6 +11,7 @@ from .explanation import Explanation
 from .kernels import get_method
 from .kernels.spec import KernelContext, MethodSpec, Progress
 from .models import ModelBundle
+from .scope import model_lock
 from .targets import resolve_targets
 from .trace import TraceSet
 
@@ -41,9 +42,10 @@ def explain(model: ModelBundle | nn.Module, images: Any, method: str | MethodSpe
         layer_name = bundle.layers.resolve(layer, bundle.model)
     traces = TraceSet(bundle, batch.inputs, [layer_name] if layer_name else [],
                       with_graph=spec.needs_gradient)
-    targets = resolve_targets(target, traces.any(spec.rules[0]).logits.detach(),
-                              bundle.class_names)
-    result = spec.compute(KernelContext(traces, targets, layer_name, values, progress))
+    with model_lock(bundle.model):
+        targets = resolve_targets(target, traces.any(spec.rules[0]).logits.detach(),
+                                  bundle.class_names)
+        result = spec.compute(KernelContext(traces, targets, layer_name, values, progress))
     return Explanation(
         map=result.map.detach().cpu(), method=spec, targets=targets,
         layer=result.layer or layer_name, params=values, logits=traces.logits.cpu(),

@@ -63,7 +63,7 @@ class Explanation:
 
     def captions(self) -> list[str]:
         """One line per image: method, class, probability and logit, layer."""
-        probabilities = self.probabilities
+        probabilities = self.probabilities  # computed once for the batch
         lines = []
         for i, target in enumerate(self.targets):
             line = (f"{self.method.label} · {self.bundle.class_name(target)} "

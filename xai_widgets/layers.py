@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .errors import LayerError, ModelError, did_you_mean
-from .scope import eval_mode, forward_hooks
+from .scope import eval_mode, forward_hooks, model_lock
 
 _NOT_A_DEFAULT = (
     nn.modules.pooling._AvgPoolNd, nn.modules.pooling._MaxPoolNd,
@@ -70,7 +70,7 @@ class LayerCatalog:
 
         generator = torch.Generator().manual_seed(0)
         dummy = torch.randn(1, 3, *input_hw, generator=generator).to(device)
-        with torch.no_grad(), eval_mode(model), \
+        with model_lock(model), torch.no_grad(), eval_mode(model), \
                 forward_hooks({module: record for module in names}):
             logits = model(dummy)
         if not (isinstance(logits, torch.Tensor) and logits.ndim == 2):

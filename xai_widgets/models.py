@@ -198,8 +198,25 @@ def _weights_by_name(enum: Any, weights: str) -> Any:
     return enum[weights]
 
 
+def weights_on_disk(name: str) -> bool:
+    """True if ``load_model(name)`` needs no download (embedded, or already in TORCH_HOME)."""
+    if name == EMBEDDED:
+        return True
+    from torchvision.models import get_model_weights
+
+    try:
+        url = get_model_weights(name).DEFAULT.url
+    except (ValueError, KeyError):
+        return False
+    return _checkpoint_path(url).exists()
+
+
+def _checkpoint_path(url: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
 def _download_state_dict(name: str, url: str) -> dict[str, torch.Tensor]:
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    cached = _checkpoint_path(url)
     if not cached.exists():
         host = urlparse(url).hostname or ""
         try:

@@ -7,9 +7,9 @@ Kernels return raw, signed maps (DESIGN rule 1). What a person sees is decided h
                   (``max_abs``: Simonyan et al.; ``sum_abs``: the original projects' grey
                   gradient; ``sum``: signed total);
 2. ``polarity``   ``positive`` (the ReLU of Grad-CAM), ``negative``, ``absolute``, ``signed``;
-3. ``clip_percentile`` clip the top of the map at that percentile (99 for gradients);
-4. normalise      per image, dividing by the maximum (of |m| when signed): zero stays zero;
-5. upsample       to the display size (bilinear by default);
+3. ``clip_percentile`` the level of the map's top (that percentile of |m|, 99 for gradients);
+4. upsample       to the display size (bilinear by default);
+5. normalise      per image, dividing by that level and clipping: zero stays zero;
 6. colour         a perceptually uniform colormap for unsigned maps, a diverging one centred
                   on zero for signed maps; never jet; ``opacity`` is the heat layer's alpha
                   (times |m| for signed maps, so that zero is transparent).
@@ -21,6 +21,7 @@ percentile), ``positive`` ([g]_+ / max g) and ``negative`` ([-g]_+ / -min g).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -100,20 +101,23 @@ def apply_polarity(maps: torch.Tensor, polarity: Polarity) -> torch.Tensor:
     raise ValueError(f"unknown polarity {polarity!r}; choose one of {POLARITIES}")
 
 
-def normalise(maps: torch.Tensor, signed: bool, clip_percentile: float = 100.0) -> torch.Tensor:
-    """Steps 3–4, per image: a non-negative map -> [0, 1] by ``m / max m``; a signed map ->
+def clip_level(maps: torch.Tensor, clip_percentile: float = 100.0) -> torch.Tensor:
+    """Step 3, per image: the ``clip_percentile`` percentile of ``|m|``, ``(N,)``."""
+    flat = maps.flatten(1).abs()
+    if clip_percentile >= 100:
+        return flat.amax(dim=1)
+    return torch.quantile(flat, clip_percentile / 100.0, dim=1)
+
+
+def normalise(maps: torch.Tensor, signed: bool, clip_percentile: float = 100.0,
+              level: torch.Tensor | None = None) -> torch.Tensor:
+    """Step 4, per image: a non-negative map -> [0, 1] by ``m / max m``; a signed map ->
     [-1, 1] by ``m / max |m|``. Zero stays zero (no min-max stretch that would make a flat
-    positive map look localised). The top is clipped at ``clip_percentile`` (of ``|m|``).
-    An all-zero map stays zero."""
-    top = _percentile(maps.flatten(1).abs(), clip_percentile).view(-1, 1, 1)
+    positive map look localised). Values above ``level`` (default: the ``clip_percentile``
+    percentile of ``|m|``) are clipped. An all-zero map stays zero."""
+    top = (clip_level(maps, clip_percentile) if level is None else level).view(-1, 1, 1)
     unit = (maps / top.clamp(min=1e-12)).clamp(-1 if signed else 0, 1)
     return unit * (top > 0)
-
-
-def _percentile(flat: torch.Tensor, q: float) -> torch.Tensor:
-    if q >= 100:
-        return flat.amax(dim=1)
-    return torch.quantile(flat, q / 100.0, dim=1)
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int], resampling: Resampling = "bilinear"
@@ -136,10 +140,19 @@ def colourise(unit: torch.Tensor, cmap: str, signed: bool, opacity: float) -> np
     the zero of a diverging colormap (white) does not veil the photo.
     """
     values = unit.cpu().numpy()
-    rgba = matplotlib.colormaps[cmap]((values + 1) / 2 if signed else values, bytes=True)
+    position = (values + 1) / 2 if signed else values
+    rgba = _lookup_table(cmap)[np.clip((position * 256).astype(np.int32), 0, 255)]
     alpha = float(np.clip(opacity, 0, 1)) * (np.abs(values) if signed else 1.0)
     rgba[..., 3] = np.round(255 * alpha)
     return rgba
+
+
+@functools.lru_cache(maxsize=32)
+def _lookup_table(cmap: str) -> np.ndarray:
+    """The colormap's 256 RGBA entries, indexed as matplotlib indexes them
+    (``floor(x · 256)``, clipped), so a lookup equals ``colormap(x, bytes=True)``."""
+    colormap = matplotlib.colormaps[cmap].resampled(256)
+    return colormap(np.arange(256), bytes=True)
 
 
 def gradient_picture(raw: torch.Tensor, view: GradientView) -> torch.Tensor:
@@ -194,8 +207,8 @@ def render_maps(raw: torch.Tensor, display: np.ndarray, settings: RenderSettings
         rgb = (picture.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
         alpha = np.full((*rgb.shape[:3], 1), round(255 * settings.opacity), dtype=np.uint8)
         heat = np.concatenate([rgb, alpha], axis=-1)
-    else:
-        unit = normalise(scalar, settings.signed, settings.clip_percentile)
-        heat = colourise(upsample(unit, size, settings.resampling), settings.colormap,
-                         settings.signed, settings.opacity)
+    else:  # the clip level of the map itself, applied to its upsampled values
+        level = clip_level(scalar, settings.clip_percentile)
+        unit = normalise(torch.from_numpy(values), settings.signed, level=level)
+        heat = colourise(unit, settings.colormap, settings.signed, settings.opacity)
     return [Frame(display[i], heat[i], captions[i], values[i]) for i in range(len(display))]

@@ -30,7 +30,7 @@ from .autograd_graph import Dominators, single_output
 from .errors import ModelError
 from .heads import Head, find_head
 from .models import ModelBundle
-from .scope import ForwardHook, eval_mode, forward_hooks
+from .scope import ForwardHook, eval_mode, forward_hooks, model_lock
 
 #: Name under which the model input is asked for (never a module name).
 INPUT = "<input>"
@@ -78,7 +78,8 @@ class Trace:
                                dtype=parameter.dtype if parameter is not None else None)
         x = x.clone().requires_grad_(with_graph)
         grad_mode = torch.enable_grad() if with_graph else torch.no_grad()
-        with grad_mode, eval_mode(model), forward_hooks(hooks), rules.applied(rule):
+        with model_lock(model), grad_mode, eval_mode(model), forward_hooks(hooks), \
+                rules.applied(rule):
             logits = model(x)
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
             raise ModelError("the model must return logits (N, classes); wrap it in a module "

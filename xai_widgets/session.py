@@ -1,0 +1,446 @@
+"""The Explorer's state, caches and jobs, in pure Python (no widget import).
+
+A :class:`Session` holds what a person chose (a :class:`Selection`), the images and models on
+offer, and the caches that make every interaction cheap:
+
+* one :class:`~xai_widgets.trace.TraceSet` per (model, image): a class, layer or method switch
+  reuses its forward pass and cached gradients (a class switch costs one partial backward, a
+  switch within the Grad-CAM family nothing);
+* explanations per selection (LRU), so going back to an earlier choice costs nothing;
+* the display settings: a change of colormap, opacity or rendering re-renders the cached raw
+  map and runs no method.
+
+Methods whose cost is ``"iterative"`` run as jobs on one worker thread. A newer request
+supersedes the older one, which stops at its next chunk (its progress callback raises
+:class:`~xai_widgets.kernels.spec.Cancelled`); the last good scene stays on view meanwhile.
+Model access is serialised by one lock per model, which a job releases between chunks, so a
+quick interaction never waits longer than one chunk.
+
+Views subscribe with :meth:`Session.subscribe`; every event carries a :class:`Scene`, a status
+line, or a progress fraction. Errors never escape an interaction: they become a status line
+and the state stays what it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, Literal, TypeVar
+
+import numpy as np
+import torch
+
+from .errors import ImageError, ModelError, XaiError
+from .explanation import Explanation
+from .images import PreparedBatch, prepare, to_pil
+from .kernels import get_method
+from .kernels.spec import Cancelled, KernelContext
+from .models import ModelBundle, load_model
+from .render import Frame, RenderSettings
+from .scope import eval_mode, model_lock
+from .targets import resolve_targets
+from .trace import TraceSet
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class LRU(Generic[K, V]):
+    """A dictionary that keeps its ``size`` most recently used entries."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        return None
+
+    def put(self, key: K, value: V) -> V:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What is explained: names of the image and model, the method, the layer (``None``: the
+    model's default), the class (``None``: the predicted one) and the method's parameters."""
+
+    image: str
+    model: str
+    method: str = "grad_cam"
+    layer: str | None = None
+    target: int | None = None
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def with_params(self, params: Mapping[str, Any]) -> Selection:
+        return replace(self, params=tuple(sorted(params.items())))
+
+
+@dataclass
+class Scene:
+    """Everything a view shows for the current selection: the explanation, its frame (photo,
+    heat layer, caption, values), the top classes and, while occluding, the occluded view."""
+
+    selection: Selection
+    explanation: Explanation
+    frame: Frame
+    top: list[tuple[int, str, float]]
+    occlusion: Occlusion | None = None
+
+    @property
+    def target(self) -> int:
+        return self.explanation.targets[0]
+
+
+@dataclass
+class Occlusion:
+    """A region hidden from the model: ``box`` (left, top, right, bottom) in display pixels,
+    the occluded photo ``image`` (H, W, 3) and the new probability of every top class."""
+
+    box: tuple[int, int, int, int]
+    image: np.ndarray
+    probabilities: dict[int, float]
+
+
+Event = Literal["scene", "status", "progress"]
+
+
+@dataclass
+class _Job:
+    selection: Selection
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class Session:
+    """State and caches of one Explorer (see the module docstring).
+
+    ``models``: name -> bundle, or ``None`` to load that zoo name when first chosen.
+    ``images``: name -> anything :func:`xai_widgets.images.prepare` accepts.
+    ``threaded=False`` runs iterative methods in the calling thread (tests, scripts).
+    """
+
+    def __init__(self, models: Mapping[str, ModelBundle | None], images: Mapping[str, Any],
+                 method: str = "grad_cam", top_k: int = 5, threaded: bool = True) -> None:
+        if not models or not images:
+            raise XaiError("a session needs at least one model and one image")
+        self.models: dict[str, ModelBundle | None] = dict(models)
+        self.images: dict[str, Any] = dict(images)
+        self.top_k = top_k
+        self.threaded = threaded
+        self.settings: RenderSettings = get_method(method).display
+        self.selection = Selection(next(iter(self.images)), next(iter(self.models)), method)
+        self.scene: Scene | None = None
+        self._listeners: list[Callable[[Event, Any], None]] = []
+        self._prepared: LRU[tuple[str, str], PreparedBatch] = LRU(8)
+        self._traces: LRU[tuple[str, str], TraceSet] = LRU(2)
+        self._explanations: LRU[Selection, Explanation] = LRU(32)
+        self._job: _Job | None = None
+        self._pending: _Job | None = None
+        self._worker: threading.Thread | None = None
+        self._wake = threading.Condition()
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def subscribe(self, listener: Callable[[Event, Any], None]) -> None:
+        """``listener(event, payload)``: ``("scene", Scene)``, ``("status", (text, level))``
+        with level ``"info"``/``"busy"``/``"error"``, ``("progress", fraction or None)``."""
+        self._listeners.append(listener)
+
+    def _emit(self, event: Event, payload: Any) -> None:
+        for listener in list(self._listeners):
+            listener(event, payload)
+
+    def _status(self, text: str, level: str = "info") -> None:
+        self._emit("status", (text, level))
+
+    # ------------------------------------------------------------------ catalogue
+
+    def bundle(self, name: str) -> ModelBundle:
+        """The model ``name``, loaded on first use (zoo names)."""
+        if name not in self.models:
+            raise ModelError(f"unknown model {name!r}; on offer: {', '.join(self.models)}")
+        bundle = self.models[name]
+        if bundle is None:
+            bundle = self.models[name] = load_model(name)
+        return bundle
+
+    def add_image(self, name: str, data: Any) -> str:
+        """Add an image (checked now, so a bad upload fails here); returns its unique name."""
+        picture, _ = to_pil(data)
+        unique, n = name, 2
+        while unique in self.images:
+            unique, n = f"{name} ({n})", n + 1
+        self.images[unique] = picture
+        return unique
+
+    def add_model(self, name: str, bundle: ModelBundle) -> None:
+        self.models[name] = bundle
+
+    def prepared(self, model: str, image: str) -> PreparedBatch:
+        """The image as model input and display array (cached per model and image)."""
+        key = (model, image)
+        batch = self._prepared.get(key)
+        if batch is None:
+            if image not in self.images:
+                raise ImageError(f"unknown image {image!r}; on offer: {', '.join(self.images)}")
+            batch = self._prepared.put(key, prepare(self.images[image],
+                                                    self.bundle(model).preprocessing))
+        return batch
+
+    def traces(self, model: str, image: str) -> TraceSet:
+        """The traces of one image through one model (the two most recent pairs are kept)."""
+        key = (model, image)
+        traces = self._traces.get(key)
+        if traces is None:
+            batch = self.prepared(model, image)
+            traces = self._traces.put(key, TraceSet(self.bundle(model), batch.inputs))
+        return traces
+
+    # ------------------------------------------------------------------ interactions
+
+    def select(self, **changes: Any) -> Scene | None:
+        """Change the selection (``image``, ``model``, ``method``, ``layer``, ``target``,
+        ``params``) and show it. Returns the new scene, or ``None`` when a job computes it
+        or when the change was refused (the status line says why)."""
+        self._supersede()  # whatever a job computes, it is no longer what is asked for
+        try:
+            with model_lock(self.bundle(changes.get("model", self.selection.model)).model):
+                selection = self._resolve(self.selection, changes)
+                if get_method(selection.method).cost == "iterative" and self.threaded \
+                        and self._explanations.get(selection) is None:
+                    self._submit(selection)
+                    return None
+                scene = self._scene(selection, self.explanation(selection))
+        except Exception as exc:  # shown in the status line; the last good scene stays
+            self._fail(exc)
+            return None
+        self._show(scene)
+        return scene
+
+    def display(self, **changes: Any) -> Scene | None:
+        """Change how the current map is shown (``RenderSettings`` fields); runs no method."""
+        try:
+            settings = self.settings.updated(**changes)
+            frame = None if self.scene is None else \
+                self.scene.explanation.render(**vars(settings))[0]
+        except Exception as exc:
+            self._fail(exc)
+            return None
+        self.settings = settings
+        if self.scene is None or frame is None:
+            return None
+        self._show(replace(self.scene, frame=frame, occlusion=None))
+        return self.scene
+
+    def explanation(self, selection: Selection,
+                    progress: Callable[[float, torch.Tensor | None], None] | None = None
+                    ) -> Explanation:
+        """The explanation of a resolved selection (cached)."""
+        cached = self._explanations.get(selection)
+        if cached is not None:
+            return cached
+        spec = get_method(selection.method)
+        bundle = self.bundle(selection.model)
+        batch = self.prepared(selection.model, selection.image)
+        traces = self.traces(selection.model, selection.image)
+        with model_lock(bundle.model):
+            targets = (selection.target,) if selection.target is not None else \
+                resolve_targets("top1", traces.logits, bundle.class_names)
+            layer = selection.layer if spec.needs_layer else None
+            result = spec.compute(KernelContext(traces, targets, layer,
+                                                spec.validate(dict(selection.params)), progress))
+        explanation = Explanation(
+            map=result.map.detach().cpu(), method=spec, targets=targets,
+            layer=result.layer or layer, params=dict(selection.params),
+            logits=traces.logits.cpu(), display=batch.display, names=batch.names,
+            bundle=bundle, extras=result.extras)
+        return self._explanations.put(selection, explanation)
+
+    def occlude(self, box: tuple[float, float, float, float] | None) -> Scene | None:
+        """Hide ``box`` (left, top, right, bottom in display pixels) from the model and show
+        the new probabilities of the top classes; ``None`` restores the photo."""
+        if self.scene is None:
+            return None
+        try:
+            occlusion = None if box is None else self._occlusion(self.scene, box)
+        except Exception as exc:
+            self._fail(exc)
+            return None
+        self._show(replace(self.scene, occlusion=occlusion))
+        return self.scene
+
+    def value_at(self, x: float, y: float) -> float | None:
+        """The shown map's value (after channel reduction and polarity) at a display pixel."""
+        if self.scene is None:
+            return None
+        values = self.scene.frame.values
+        row, column = int(y), int(x)
+        if 0 <= row < values.shape[0] and 0 <= column < values.shape[1]:
+            return float(values[row, column])
+        return None
+
+    def cancel(self) -> None:
+        """Stop the running job at its next chunk, and drop a waiting one."""
+        self._supersede()
+        self._emit("progress", None)
+        self._status("cancelled", "info")
+
+    def _supersede(self) -> None:
+        with self._wake:
+            for job in (self._job, self._pending):
+                if job is not None:
+                    job.cancelled.set()
+            self._pending = None
+
+    @property
+    def busy(self) -> bool:
+        """True while a job runs or waits."""
+        return self._job is not None or self._pending is not None
+
+    # ------------------------------------------------------------------ internals
+
+    def _resolve(self, current: Selection, changes: Mapping[str, Any]) -> Selection:
+        """Apply and check ``changes``; raises an XaiError when one is refused.
+
+        A new image resets the class to the predicted one (unless a class is given); a new
+        model resets the layer to its default and keeps the class only if the class names
+        agree; a new method starts from its default parameters and display settings.
+        """
+        unknown = set(changes) - {"image", "model", "method", "layer", "target", "params"}
+        if unknown:
+            raise XaiError(f"cannot change {', '.join(sorted(unknown))}")
+        selection = replace(current, **{k: v for k, v in changes.items() if k != "params"})
+        spec = get_method(selection.method)
+        bundle = self.bundle(selection.model)
+        if selection.model != current.model:
+            same_classes = self._class_names(current.model) == bundle.class_names
+            selection = replace(selection, layer=changes.get("layer"),
+                                target=changes.get("target", current.target
+                                                   if same_classes else None))
+        if selection.image != current.image and "target" not in changes:
+            selection = replace(selection, target=None)
+        params = changes.get("params", {} if spec.name != current.method
+                             else dict(current.params))
+        selection = selection.with_params(spec.validate(params))
+        if selection.target is not None:
+            logits = self.traces(selection.model, selection.image).logits
+            selection = replace(selection, target=resolve_targets(
+                selection.target, logits, bundle.class_names)[0])
+        else:
+            self.prepared(selection.model, selection.image)  # checks the image now
+        selection = replace(selection, layer=bundle.layers.resolve(selection.layer,
+                                                                   bundle.model))
+        if spec.name != current.method:
+            self.settings = spec.display.updated(opacity=self.settings.opacity)
+        return selection
+
+    def _class_names(self, model: str) -> Any:
+        bundle = self.models.get(model)
+        return None if bundle is None else bundle.class_names
+
+    def _scene(self, selection: Selection, explanation: Explanation) -> Scene:
+        frame = explanation.render(**vars(self.settings))[0]
+        return Scene(selection, explanation, frame, explanation.top(self.top_k)[0])
+
+    def _show(self, scene: Scene) -> None:
+        self.selection, self.scene = scene.selection, scene
+        self._emit("scene", scene)
+
+    def _fail(self, exc: BaseException) -> None:
+        if isinstance(exc, XaiError):
+            self._status(str(exc), "error")
+        else:
+            log.exception("the explorer caught an unexpected error")
+            self._status(f"{type(exc).__name__}: {exc}", "error")
+
+    def _occlusion(self, scene: Scene, box: tuple[float, float, float, float]) -> Occlusion:
+        selection = scene.selection
+        batch = self.prepared(selection.model, selection.image)
+        height, width = batch.display.shape[1:3]
+        left, right = sorted(round(min(max(v, 0), width)) for v in (box[0], box[2]))
+        top, bottom = sorted(round(min(max(v, 0), height)) for v in (box[1], box[3]))
+        inputs = batch.inputs.clone()
+        scale_y, scale_x = inputs.shape[-2] / height, inputs.shape[-1] / width
+        inputs[..., int(top * scale_y):int(np.ceil(bottom * scale_y)),
+               int(left * scale_x):int(np.ceil(right * scale_x))] = 0.0  # the mean colour
+        bundle = self.bundle(selection.model)
+        with model_lock(bundle.model), torch.inference_mode(), eval_mode(bundle.model):
+            logits = bundle.model(inputs.to(bundle.device))
+        probabilities = logits.float().softmax(dim=1)[0].cpu()
+        image = batch.display[0].copy()
+        image[top:bottom, left:right] = np.round(np.array(bundle.preprocessing.mean) * 255)
+        shown = {i for i, _, _ in scene.top} | {scene.target}
+        return Occlusion((left, top, right, bottom), image,
+                         {i: float(probabilities[i]) for i in shown})
+
+    # ------------------------------------------------------------------ jobs
+
+    def _submit(self, selection: Selection) -> None:
+        with self._wake:
+            self._pending = _Job(selection)
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="xai-widgets-jobs",
+                                                daemon=True)
+                self._worker.start()
+            self._wake.notify()
+        self._status(f"computing {get_method(selection.method).label}…", "busy")
+        self._emit("progress", 0.0)
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while self._pending is None:
+                    if not self._wake.wait(timeout=30):
+                        self._worker = None
+                        return
+                job, self._pending = self._pending, None
+                self._job = job
+            try:
+                self._run(job)
+            finally:
+                with self._wake:
+                    self._job = None
+
+    def _run(self, job: _Job) -> None:
+        lock = model_lock(self.bundle(job.selection.model).model)
+
+        def progress(fraction: float, _preview: torch.Tensor | None) -> None:
+            # between two chunks, the threads waiting for the model (an occlusion, a notebook
+            # cell) go first: the lock is fair
+            with lock.paused():
+                if not job.cancelled.is_set():
+                    self._emit("progress", fraction)
+            if job.cancelled.is_set():
+                raise Cancelled
+
+        try:
+            with lock:
+                explanation = self.explanation(job.selection, progress)
+                scene = self._scene(job.selection, explanation)
+        except Cancelled:
+            return
+        except Exception as exc:
+            self._emit("progress", None)
+            self._fail(exc)
+            return
+        if not job.cancelled.is_set():
+            self._emit("progress", None)
+            self._status("", "info")
+            self._show(scene)

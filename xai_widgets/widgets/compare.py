@@ -1,0 +1,106 @@
+"""Compare: one image, a grid of methods × classes (or × layers, or × models), laid out like a
+figure of a paper, with the top classes and their probabilities; saves to PNG."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from ..errors import XaiError
+from ..explanation import Explanation
+from ..kernels import get_method
+from ..models import ModelBundle
+from ..session import Selection, Session
+
+
+class Compare:
+    """Explanations of one image side by side; every cell shares the traces of its model.
+
+    Rows are ``methods``; columns are ``classes`` (``"topK"`` for the K most probable, or a
+    list of indices/names), or ``layers`` (one class), or the models when ``model`` is a list.
+    ``settings`` are :class:`~xai_widgets.render.RenderSettings` fields applied to every cell
+    (each method keeps its own default rendering otherwise).
+    """
+
+    def __init__(self, model: Any, image: Any, methods: Sequence[str] = ("grad_cam",
+                 "guided_backprop"), classes: str | Sequence[Any] = "top3",
+                 layers: Sequence[str] | None = None, top_k: int = 5, **settings: Any) -> None:
+        models = list(model) if isinstance(model, (list, tuple)) else [model]
+        bundles = {f"{i}:{b.name}": b for i, b in enumerate(ModelBundle.wrap(m) for m in models)}
+        self.session = Session(bundles, {"image": image}, threaded=False, top_k=top_k)
+        self.methods = [get_method(m).name for m in methods]
+        self.settings = settings
+        first = next(iter(bundles))
+        base = self.session.explanation(self.session._resolve(self.session.selection,
+                                                              {"model": first}))
+        self.top = base.top(top_k)[0]
+        if len(bundles) > 1:
+            self.columns = [(name.split(":", 1)[1], {"model": name}) for name in bundles]
+        elif layers is not None:
+            self.columns = [(layer, {"layer": layer}) for layer in layers]
+        else:
+            targets = _targets(classes, self.top)
+            self.columns = [(base.bundle.class_name(t) if isinstance(t, int) else str(t),
+                             {"target": t}) for t in targets]
+        if len(bundles) > 1 or layers is not None:
+            target = _targets(classes, self.top)[0]
+            self.columns = [(title, {**changes, "target": target})
+                            for title, changes in self.columns]
+        self.grid: list[list[Explanation]] = [
+            [self._explain(method, changes) for _, changes in self.columns]
+            for method in self.methods]
+
+    def _explain(self, method: str, changes: dict[str, Any]) -> Explanation:
+        session = self.session
+        selection: Selection = session._resolve(session.selection, {"method": method, **changes})
+        return session.explanation(selection)
+
+    def figure(self) -> Figure:
+        """The grid as a matplotlib figure: the photo and its top classes, then one captioned
+        overlay per cell."""
+        rows, columns = len(self.grid), len(self.columns)
+        figure = Figure(figsize=(2.3 * (columns + 1), 2.4 * rows + 0.3), layout="constrained")
+        axes = figure.subplots(rows, columns + 1, squeeze=False)
+        photo = self.grid[0][0].display[0]
+        axes[0][0].imshow(photo)
+        axes[0][0].set_title("\n".join(f"{name} {100 * p:.1f}%" for _, name, p in self.top[:4]),
+                             fontsize=7, loc="left")
+        for row in range(rows):
+            axes[row][0].set_axis_off()
+            for column, explanation in enumerate(self.grid[row]):
+                frame = explanation.render(**self.settings)[0]
+                cell = axes[row][column + 1]
+                cell.imshow(frame.composite())
+                cell.set_xticks([])
+                cell.set_yticks([])
+                if row == 0:
+                    cell.set_title(self.columns[column][0], fontsize=9)
+                if column == 0:
+                    cell.set_ylabel(explanation.method.label, fontsize=9)
+        return figure
+
+    def save(self, path: str | Path, dpi: int = 150) -> Path:
+        path = Path(path)
+        self.figure().savefig(path, dpi=dpi)
+        return path
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.figure().savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+
+def _targets(classes: str | Sequence[Any], top: list[tuple[int, str, float]]) -> list[Any]:
+    if isinstance(classes, str):
+        if classes.lower().startswith("top") and classes[3:].isdigit():
+            count = int(classes[3:])
+            if not 1 <= count <= len(top):
+                raise XaiError(f"classes={classes!r}: choose top1 to top{len(top)} (or raise "
+                               "top_k)")
+            return [index for index, _, _ in top[:count]]
+        return [classes]
+    return list(classes)

@@ -1,0 +1,275 @@
+"""The Explorer: pick an image, a model, a layer, a class and a method; the map updates inline.
+
+The app is a plain object that owns its root box (``explorer.widget``) and displays through
+it. All state and caches live in a :class:`~xai_widgets.session.Session`; this module only
+turns control changes into session calls and session events into pictures and text, so the
+whole app can be tested without a browser by setting control values.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+import torch
+
+from ..errors import XaiError
+from ..images import sample_images
+from ..kernels import REGISTRY, get_method
+from ..models import EMBEDDED, ZOO, ModelBundle, load_model, weights_on_disk
+from ..session import Scene, Session
+from .canvas import CanvasView, png
+from .controls import STYLE, WIDE, ClassList, DisplayControls, parameter_controls
+
+DRAG_INTERVAL = 0.1  # seconds between two live occlusion updates while dragging
+
+CSS = """<style>
+.xai-status-error { color: #b00020; }
+.xai-status-busy { color: #555; font-style: italic; }
+.xai-picture canvas { image-rendering: auto; }
+</style>"""
+
+
+class Explorer:
+    """Explore explanations of one or more classifiers on images, inline.
+
+    >>> Explorer()                                    # embedded EfficientNet-Lite0 + photos
+    >>> Explorer(my_model, images=[img, "cat.jpg"])   # any classifier, any images
+
+    ``model``: a bundle, an ``nn.Module``, a zoo name, or a list of those (first one shown);
+    ``images``: a list (or name -> image mapping) added before the sample photos;
+    ``zoo``: also offer the torchvision zoo (weights download on first use);
+    ``threaded=False`` computes iterative methods in the calling thread.
+    """
+
+    def __init__(self, model: Any = None, images: Sequence[Any] | Mapping[str, Any] | None = None,
+                 method: str = "grad_cam", *, top_k: int = 5, zoo: bool = True,
+                 threaded: bool = True, width: int = 448) -> None:
+        self.session = Session(_models(model, zoo), _images(images), method, top_k, threaded)
+        self.view = CanvasView(width)
+        self._syncing = False
+        self._last_drag = 0.0
+        self._param_controls: dict[str, widgets.ValueWidget] = {}
+        self._layers_of: str | None = None
+        self._build()
+        self.session.subscribe(self._event)
+        self.session.select()
+
+    # ------------------------------------------------------------------ layout
+
+    def _build(self) -> None:
+        session = self.session
+        self.image = widgets.Dropdown(options=list(session.images), description="image",
+                                      style=STYLE, layout=widgets.Layout(width="220px"))
+        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="upload",
+                                         layout=widgets.Layout(width="76px"))
+        self.model = widgets.Dropdown(
+            options=[(name if bundle is not None or weights_on_disk(name) else
+                      f"{name} (downloads weights)", name)
+                     for name, bundle in session.models.items()],
+            description="model", style=STYLE, layout=WIDE)
+        self.method = widgets.Dropdown(options=[(s.label, s.name) for s in REGISTRY.values()],
+                                       value=session.selection.method, description="method",
+                                       style=STYLE, layout=WIDE)
+        self.method_help = widgets.HTML(layout=widgets.Layout(width="300px"))
+        self.params = widgets.VBox()
+        self.layer = widgets.Dropdown(description="layer", style=STYLE, layout=WIDE)
+        self.classes = ClassList(session.top_k, lambda index: self._select(target=index))
+        self.display_controls = DisplayControls(self._display)
+        self.caption = widgets.HTML()
+        self.readout = widgets.HTML("<i>hover over the picture to read the map; drag to hide "
+                                    "a region from the model</i>")
+        self.reset = widgets.Button(description="show whole image", icon="undo",
+                                    layout=widgets.Layout(width="160px"))
+        self.progress = widgets.FloatProgress(min=0, max=1, layout=widgets.Layout(
+            width="300px", display="none"))
+        self.cancel = widgets.Button(description="cancel", icon="stop", layout=widgets.Layout(
+            width="90px", display="none"))
+        self.status = widgets.HTML()
+
+        self.image.observe(lambda c: self._select(image=c["new"]), names="value")
+        self.model.observe(lambda c: self._select(model=c["new"]), names="value")
+        self.method.observe(lambda c: self._select(method=c["new"]), names="value")
+        self.layer.observe(lambda c: self._select(layer=c["new"]), names="value")
+        self.upload.observe(self._uploaded, names="value")
+        self.reset.on_click(lambda _b: self._clear_occlusion())
+        self.cancel.on_click(lambda _b: session.cancel())
+        self.view.on_hover = self._hover
+        self.view.on_click = self._pinned
+        self.view.on_drag = self._dragged
+
+        controls = widgets.VBox([
+            widgets.HBox([self.image, self.upload]), self.model, self.method,
+            self.method_help, self.params, self.layer, self.classes.widget,
+            self.display_controls.widget,
+        ], layout=widgets.Layout(width="320px"))
+        picture = widgets.VBox([self.view.widget, self.caption, self.readout, self.reset,
+                                widgets.HBox([self.progress, self.cancel]), self.status])
+        self.widget = widgets.HBox([widgets.HTML(CSS), controls, picture])
+        self.widget.add_class("xai-explorer")
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The live widget, and the current picture for renderers without widgets."""
+        data = self.widget._repr_mimebundle_(**kwargs)
+        picture = self.view.composite()
+        if picture is not None:
+            data["image/png"] = png(picture, level=6)
+        return data
+
+    # ------------------------------------------------------------------ control -> session
+
+    def _select(self, **changes: Any) -> None:
+        if self._syncing:
+            return
+        self.view.set_box(None)
+        scene = self.session.select(**changes)
+        if scene is None and self.session.scene is not None and not self.session.busy:
+            self._sync_controls(self.session.scene)  # refused: show what is really shown
+
+    def _display(self, changes: dict[str, Any]) -> None:
+        if not self._syncing:
+            self.session.display(**changes)
+
+    def _param_changed(self, _change: Any) -> None:
+        if not self._syncing:
+            values = {name: control.value for name, control in self._param_controls.items()}
+            self._select(params=values)
+
+    def _uploaded(self, change: dict[str, Any]) -> None:
+        for item in change["new"]:
+            try:
+                name = self.session.add_image(str(item["name"]), bytes(item["content"]))
+            except XaiError as exc:
+                self._set_status(f"upload refused: {exc}", "error")
+                continue
+            self._syncing = True
+            self.image.options = list(self.session.images)
+            self._syncing = False
+            self.image.value = name
+
+    def _hover(self, x: float, y: float) -> None:
+        value = self.session.value_at(x, y)
+        if value is not None:
+            self.readout.value = f"map value <b>{value:.4g}</b> at ({int(x)}, {int(y)})"
+
+    def _pinned(self, x: float, y: float) -> None:
+        value = self.session.value_at(x, y)
+        if value is not None:
+            self.readout.value = f"📌 pinned ({int(x)}, {int(y)}): map value <b>{value:.4g}</b>"
+
+    def _dragged(self, box: tuple[float, float, float, float], done: bool) -> None:
+        now = time.monotonic()
+        if not done and now - self._last_drag < DRAG_INTERVAL:
+            return
+        self._last_drag = now
+        self.session.occlude(box)
+
+    def _clear_occlusion(self) -> None:
+        self.view.set_box(None)
+        self.session.occlude(None)
+
+    # ------------------------------------------------------------------ session -> view
+
+    def _event(self, event: str, payload: Any) -> None:
+        if event == "scene":
+            self._show(payload)
+        elif event == "status":
+            self._set_status(*payload)
+        elif event == "progress":
+            busy = payload is not None
+            self.progress.layout.display = "" if busy else "none"
+            self.cancel.layout.display = "" if busy else "none"
+            if busy:
+                self.progress.value = float(payload)
+
+    def _show(self, scene: Scene) -> None:
+        occlusion = scene.occlusion
+        photo = scene.frame.image if occlusion is None else occlusion.image
+        key = (scene.selection.model, scene.selection.image,
+               None if occlusion is None else occlusion.box)
+        self.view.show(photo, scene.frame.heat, key)
+        explanation = scene.explanation
+        target = scene.target
+        self.caption.value = f"<b>{scene.frame.caption}</b>"
+        self.classes.show(scene.top, target, explanation.bundle.class_name(target),
+                          float(explanation.probabilities[0, target]),
+                          None if occlusion is None else occlusion.probabilities)
+        self._sync_controls(scene)
+        if occlusion is None:
+            self._set_status("", "info")
+
+    def _sync_controls(self, scene: Scene) -> None:
+        selection = scene.selection
+        spec = get_method(selection.method)
+        bundle = self.session.bundle(selection.model)
+        self._syncing = True
+        try:
+            self.image.options = list(self.session.images)
+            self.image.value = selection.image
+            self.model.value = selection.model
+            self.method.value = selection.method
+            self.method_help.value = (f"<small>{spec.summary}<br><i>{spec.paper}</i></small>")
+            if self._layers_of != selection.model:
+                default = bundle.layers.default
+                self.layer.options = [
+                    (f"{info}{'  ★ default' if info.name == default else ''}", info.name)
+                    for info in bundle.layers]
+                self._layers_of = selection.model
+                self.classes.set_names(
+                    [bundle.class_name(i) for i in range(bundle.layers.num_classes)])
+            self.layer.value = selection.layer
+            self.layer.disabled = not spec.needs_layer
+            if set(self._param_controls) != {p.name for p in spec.params} or \
+                    getattr(self, "_params_of", None) != spec.name:
+                self._param_controls = parameter_controls(spec)
+                for control in self._param_controls.values():
+                    control.observe(self._param_changed, names="value")
+                self.params.children = tuple(self._param_controls.values())
+                self._params_of = spec.name
+            for name, value in selection.params:
+                self._param_controls[name].value = value
+            self.display_controls.show(self.session.settings, spec.per_channel)
+        finally:
+            self._syncing = False
+
+    def _set_status(self, text: str, level: str) -> None:
+        icon = {"error": "⚠ ", "busy": "⏳ "}.get(level, "")
+        self.status.value = (f'<span class="xai-status-{level}">{icon}{text}</span>'
+                             if text else "")
+
+
+def _models(model: Any, zoo: bool) -> dict[str, ModelBundle | None]:
+    given = model if isinstance(model, (list, tuple)) else [model] if model is not None else []
+    models: dict[str, ModelBundle | None] = {}
+    for item in given:
+        if isinstance(item, str):
+            models[item] = None
+            continue
+        bundle = ModelBundle.wrap(item)
+        name, n = bundle.name, 2
+        while name in models:
+            name, n = f"{bundle.name} ({n})", n + 1
+        models[name] = bundle
+    if not given:
+        models[EMBEDDED] = load_model()
+    if zoo:
+        for name in ZOO:
+            models.setdefault(name, None)
+    return models
+
+
+def _images(images: Sequence[Any] | Mapping[str, Any] | None) -> dict[str, Any]:
+    named: dict[str, Any] = {}
+    if isinstance(images, Mapping):
+        named.update(images)
+    elif images is not None:
+        for index, item in enumerate(images):
+            name = str(item).rsplit("/", 1)[-1] if isinstance(item, str) else \
+                getattr(item, "filename", "") or f"image {index + 1}"
+            if isinstance(item, torch.Tensor) and item.is_floating_point():
+                name = f"tensor {index + 1}"
+            named[name.rsplit("/", 1)[-1]] = item
+    named.update({k: v for k, v in sample_images().items() if k not in named})
+    return named
