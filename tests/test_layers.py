@@ -60,9 +60,19 @@ def test_resolve_by_module_and_default() -> None:
         catalog.resolve(3)  # type: ignore[arg-type]
 
 
-def test_a_model_without_a_spatial_layer_is_refused() -> None:
+def test_a_model_without_a_spatial_layer_has_no_layer_to_resolve() -> None:
+    catalog = bundle(Mlp()).layers
+    assert catalog.default is None and len(catalog) == 0
     with pytest.raises(xw.ModelError, match="no layer with a spatial output"):
-        bundle(Mlp()).layers  # noqa: B018
+        catalog.resolve(None)
+    with pytest.raises(xw.ModelError, match="saliency, still apply"):
+        xw.explain(bundle(Mlp()), torch.randn(1, 3, 16, 16), "grad_cam")
+
+
+def test_the_pooled_layer_is_found_by_the_dry_run(resnet18: xw.LayerCatalog) -> None:
+    assert resnet18.pooled == "layer4"
+    vgg = xw.ModelBundle.wrap(torchvision.models.vgg11()).layers
+    assert vgg.pooled is None
 
 
 def test_a_model_that_does_not_return_logits_is_refused() -> None:

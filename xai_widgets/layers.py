@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .errors import LayerError, ModelError, did_you_mean
+from .heads import find_head
 from .scope import eval_mode, forward_hooks, model_lock
 
 _NOT_A_DEFAULT = (
@@ -47,10 +48,13 @@ class LayerInfo:
 class LayerCatalog:
     """The candidate layers of one model, the default one, and name resolution."""
 
-    def __init__(self, candidates: list[LayerInfo], default: str, num_classes: int,
-                 refused: dict[str, str]) -> None:
+    def __init__(self, candidates: list[LayerInfo], default: str | None, num_classes: int,
+                 refused: dict[str, str], pooled: str | None = None) -> None:
         self.candidates = candidates
+        #: the last spatial layer before the pooling (``None``: the model has no spatial layer)
         self.default = default
+        #: the layer a global-average-pooling head reads (where CAM is defined), if any
+        self.pooled = pooled
         self.num_classes = num_classes
         self._refused = refused
         self._by_name = {info.name: info for info in candidates}
@@ -63,10 +67,13 @@ class LayerCatalog:
         """Run one forward pass on a random ``(1, 3, *input_hw)`` batch and list the layers."""
         names = {module: name for name, module in model.named_modules() if name}
         calls: dict[str, list[tuple[Any, int]]] = {}
+        linear: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
-        def record(module: nn.Module, _args: Any, output: Any) -> None:
+        def record(module: nn.Module, args: Any, output: Any) -> None:
             version = output._version if isinstance(output, torch.Tensor) else 0
             calls.setdefault(names[module], []).append((output, version))
+            if isinstance(module, nn.Linear):
+                linear[:] = [(args[0], output, module.weight)]
 
         generator = torch.Generator().manual_seed(0)
         dummy = torch.randn(1, 3, *input_hw, generator=generator).to(device)
@@ -78,7 +85,11 @@ class LayerCatalog:
                 type(logits).__name__
             raise ModelError(f"the model returns {shape}; a classifier must return logits "
                              "(N, classes): wrap it in a module whose forward returns them")
-        return cls._from_calls(calls, names, int(logits.shape[1]))
+        catalog = cls._from_calls(calls, names, int(logits.shape[1]))
+        outputs = {info.name: calls[info.name][-1][0] for info in catalog.candidates}
+        head = find_head(logits, outputs, linear[0] if linear else None)
+        catalog.pooled = None if head is None else head.layer
+        return catalog
 
     @classmethod
     def _from_calls(cls, calls: dict[str, list[tuple[Any, int]]],
@@ -118,12 +129,8 @@ class LayerCatalog:
                 aliases=tuple(m for m in members if m != canonical),
                 mutated_later=output._version != key[1],
             ))
-        if not candidates:
-            raise ModelError("the model has no layer with a spatial output (N, C, h, w); "
-                             "layer-based methods need a convolutional model (gradient methods "
-                             "on the input may still apply)")
         usable = [c for c in candidates if not isinstance(modules[c.name], _NOT_A_DEFAULT)]
-        default = (usable or candidates)[-1].name
+        default = (usable or candidates)[-1].name if candidates else None
         return cls(candidates, default, num_classes, refused)
 
     @property
@@ -142,8 +149,12 @@ class LayerCatalog:
     def resolve(self, layer: str | nn.Module | None, model: nn.Module | None = None) -> str:
         """The canonical name of ``layer`` (a name, an alias, a module of ``model``, or
         ``None`` for the default); a clear :class:`LayerError` otherwise."""
+        if not self.candidates:
+            raise ModelError("the model has no layer with a spatial output (N, C, h, w); "
+                             "layer methods need a convolutional model (methods on the input, "
+                             "such as saliency, still apply)")
         if layer is None:
-            return self.default
+            return self.default  # type: ignore[return-value]
         if isinstance(layer, nn.Module):
             found = next((n for n, m in (model.named_modules() if model else []) if m is layer),
                          None)

@@ -345,8 +345,9 @@ class Session:
                 selection.target, logits, bundle.class_names)[0])
         else:
             self.prepared(selection.model, selection.image)  # checks the image now
-        selection = replace(selection, layer=bundle.layers.resolve(selection.layer,
-                                                                   bundle.model))
+        if spec.needs_layer or bundle.layers.candidates:  # a layer method needs one
+            selection = replace(selection, layer=bundle.layers.resolve(selection.layer,
+                                                                       bundle.model))
         if spec.name != current.method:
             self.settings = spec.display.updated(opacity=self.settings.opacity)
         return selection

@@ -49,9 +49,12 @@ class Trace:
 
     def __init__(self, bundle: ModelBundle, inputs: torch.Tensor, rule: rules.Rule = "gradient",
                  record: Iterable[str] = (), copy: Iterable[str] = (),
-                 with_graph: bool = True) -> None:
+                 with_graph: bool = True, retain_graph: bool = True) -> None:
         self.rule = rule
         self.with_graph = with_graph
+        #: False for a trace that serves one backward (an iterative kernel's chunk): the
+        #: graph's buffers are freed as the backward goes, which is measurably faster
+        self.retain_graph = retain_graph
         model = bundle.model
         modules = dict(model.named_modules())
         copied = set(copy)
@@ -171,7 +174,8 @@ class Trace:
                       if n not in names and (targets, n) not in self._gradients
                       and (r := cut(n)) is not None and r < limit]
         tensors = [*wanted, *(self.activations[n] for n in on_the_way)]
-        grads = torch.autograd.grad(root, tensors, seed, retain_graph=True, allow_unused=True)
+        grads = torch.autograd.grad(root, tensors, seed, retain_graph=self.retain_graph,
+                                    allow_unused=True)
         for name, tensor, grad in zip([*names, *on_the_way], tensors, grads, strict=True):
             self._gradients[(targets, name)] = \
                 torch.zeros_like(tensor) if grad is None else grad.detach()
@@ -190,10 +194,13 @@ class TraceSet:
     """
 
     def __init__(self, bundle: ModelBundle, inputs: torch.Tensor, layers: Iterable[str] = (),
-                 with_graph: bool = True) -> None:
+                 with_graph: bool = True, one_shot: bool = False) -> None:
         self.bundle = bundle
         self.inputs = inputs
         self.with_graph = with_graph
+        #: the traces serve one backward each (a chunk of an iterative kernel): only the
+        #: layers asked for are recorded and the graph is not retained
+        self.one_shot = one_shot
         self._layers = set(layers)
         self._traces: dict[rules.Rule, Trace] = {}
         self.forward_passes = 0
@@ -206,13 +213,12 @@ class TraceSet:
             return trace
         self._layers |= wanted
         catalog = self.bundle.layers
-        record = set(self._layers)
-        if rule == "gradient" and self.with_graph:
+        record = set(self._layers) | {n for n in (catalog.default, catalog.pooled) if n}
+        if rule == "gradient" and self.with_graph and not self.one_shot:
             record |= {info.name for info in catalog if not info.mutated_later}
-        record.add(catalog.default)
         copy = {info.name for info in catalog if info.mutated_later and info.name in record}
         trace = Trace(self.bundle, self.inputs, rule, record=record, copy=copy,
-                      with_graph=self.with_graph)
+                      with_graph=self.with_graph, retain_graph=not self.one_shot)
         self.forward_passes += 1
         self._traces[rule] = trace
         return trace

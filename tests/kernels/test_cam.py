@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import load_reference, reference_nets
-from tiny_models import ClassMapNet, FunctionalNet, InplaceResNet, OneConv, VggNet, bundle, \
-    randomise_batchnorm
+from tiny_models import (
+    ClassMapNet,
+    FunctionalNet,
+    InplaceResNet,
+    OneConv,
+    VggNet,
+    bundle,
+    randomise_batchnorm,
+)
 
 import xai_widgets as xw
 
@@ -115,3 +122,30 @@ def test_batch_equals_one_by_one() -> None:
     for i, t in enumerate([0, 4, 2]):
         alone = xw.explain(b, x[i:i + 1], "cam", target=t)
         torch.testing.assert_close(together.map[i:i + 1], alone.map, rtol=1e-5, atol=1e-6)
+
+
+class _MaxPoolThenGap(torch.nn.Module):
+    """conv -> ReLU (``features``), then a top-level ``MaxPool2d`` (``pool``), GAP, linear:
+    a GAP + linear head whose pooled tensor is a pooling module's output, which is never the
+    default layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1),
+                                            torch.nn.ReLU())
+        self.pool = torch.nn.MaxPool2d(2)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).mean(dim=(2, 3)))
+
+
+def test_finds_the_pooled_layer_when_it_is_not_the_default() -> None:
+    net = _MaxPoolThenGap().eval()
+    x = torch.randn(2, 3, 8, 8)
+    e = xw.explain(bundle(net, size=8), x, "cam", target=[0, 2])  # works with layer="pool"
+    with torch.no_grad():
+        pooled = net.pool(net.features(x))
+    assert e.layer == "pool"
+    torch.testing.assert_close(
+        e.map, torch.einsum("nk,nkhw->nhw", net.fc.weight.detach()[[0, 2]], pooled))

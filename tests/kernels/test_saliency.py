@@ -6,8 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import load_reference, reference_nets
-from tiny_models import InplaceResNet, LinearNet, Mlp, OneConv, OneConvRelu, bundle, \
-    randomise_batchnorm
+from tiny_models import (
+    InplaceResNet,
+    LinearNet,
+    Mlp,
+    OneConv,
+    OneConvRelu,
+    bundle,
+    randomise_batchnorm,
+)
 
 import xai_widgets as xw
 from xai_widgets.kernels import grad_cam, saliency
@@ -93,9 +100,6 @@ def test_batch_equals_one_by_one() -> None:
         torch.testing.assert_close(together.map[i:i + 1], alone.map, rtol=1e-5, atol=1e-8)
 
 
-@pytest.mark.xfail(strict=True, raises=xw.ModelError,
-                   reason="TraceSet.get asks for the layer catalog (bundle.layers) even for "
-                          "input-gradient methods, and a model without spatial layer has none")
 def test_model_without_a_spatial_layer() -> None:
     # the ModelError's own message says "gradient methods on the input may still apply"
     net = Mlp().eval()

@@ -3,6 +3,7 @@ to the canvas with a direct ``explain()`` + render under the same settings."""
 
 from __future__ import annotations
 
+import base64
 import io
 from datetime import datetime, timezone
 
@@ -174,13 +175,14 @@ def test_refused_choices_show_in_the_status_line_and_revert(app) -> None:
     assert app.model.value == "small"  # the control shows what is really on view
 
 
-def test_fallback_picture_for_renderers_without_widgets(app) -> None:
-    data = app._repr_mimebundle_()
-    assert "application/vnd.jupyter.widget-view+json" in data
-    picture = np.asarray(Image.open(io.BytesIO(data["image/png"])))
+def test_static_copy_for_notebooks_viewed_without_a_kernel(app) -> None:
+    copy = app.static_html()
+    assert copy.startswith('<div class="xai-static"><img src="data:image/png;base64,')
+    encoded = copy.split("base64,", 1)[1].split('"', 1)[0]
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))))
     np.testing.assert_array_equal(picture, app.view.composite())
-    app.view.refresh_snapshot()
-    assert Image.open(io.BytesIO(app.view.snapshot.value)).size == picture.shape[1::-1]
+    assert app.session.scene.frame.caption in copy
+    assert ".xai-static { display: none; }" in app.widget.children[0].value  # live: hidden
 
 
 def test_compare_grid(small, tmp_path) -> None:

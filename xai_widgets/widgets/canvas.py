@@ -1,13 +1,12 @@
 """The picture: an ipycanvas MultiCanvas with a photo layer, a heat layer and an interaction
-layer, over a static snapshot.
+layer.
 
 * Layers are sent as lossless RGBA PNG (ipycanvas would encode RGB as JPEG), and the photo is
   sent only when it changes: a new opacity or colormap re-sends the heat layer alone.
 * ipycanvas keeps no pixels, so the last frame is replayed whenever a client connects (a page
   reload, a second view of the same widget).
-* Behind the canvas sits an ``ipywidgets.Image`` holding the last composite frame (updated
-  when the frame has been still for a moment): a notebook saved with its widget state and
-  rendered without a kernel (nbconvert to HTML) still shows the picture.
+* ``on_still`` is called when a frame has stayed on view for a moment (the Explorer then
+  refreshes the static copy of the picture that a saved notebook keeps).
 * Mouse events are forwarded as ``on_drag(box, done)``, ``on_hover(x, y)``, ``on_click(x, y)``
   in canvas pixels.
 """
@@ -25,7 +24,7 @@ from ipycanvas.canvas import COMMANDS, Canvas
 from PIL import Image
 
 PHOTO, HEAT, INTERACTION = 0, 1, 2
-SNAPSHOT_DELAY = 0.5  # seconds of stillness before the static snapshot is refreshed
+STILL_DELAY = 0.5  # seconds a frame stays on view before ``on_still`` is called
 
 
 def png(rgba: np.ndarray, level: int = 1) -> bytes:
@@ -54,14 +53,10 @@ class CanvasView:
 
     def __init__(self, width: int = 448) -> None:
         self.canvas = MultiCanvas(3, width=224, height=224)
-        self.canvas.layout = widgets.Layout(width=f"{width}px", height="auto",
-                                            grid_area="picture")
-        self.snapshot = widgets.Image(format="png", layout=widgets.Layout(
-            width=f"{width}px", height="auto", grid_area="picture"))
-        self.widget = widgets.GridBox(
-            [self.snapshot, self.canvas],
-            layout=widgets.Layout(grid_template_areas='"picture"', width=f"{width}px"))
+        self.canvas.layout = widgets.Layout(width=f"{width}px", height="auto")
+        self.widget = widgets.Box([self.canvas], layout=widgets.Layout(width=f"{width}px"))
         self.widget.add_class("xai-picture")
+        self.on_still: Callable[[], None] | None = None
         self.on_drag: Callable[[tuple[float, float, float, float], bool], None] | None = None
         self.on_hover: Callable[[float, float], None] | None = None
         self.on_click: Callable[[float, float], None] | None = None
@@ -96,7 +91,7 @@ class CanvasView:
             self.canvas[HEAT].clear()
             put_rgba(self.canvas[HEAT], heat)
         self.frames_sent += 1
-        self._schedule_snapshot()
+        self._schedule_still()
 
     def replay(self) -> None:
         """Draw the last frame again (a client connected with empty canvases)."""
@@ -114,15 +109,12 @@ class CanvasView:
         blended = self._heat[..., :3] * alpha + self._photo[..., :3] * (1.0 - alpha)
         return np.round(blended).astype(np.uint8)
 
-    def refresh_snapshot(self) -> None:
-        picture = self.composite()
-        if picture is not None:
-            self.snapshot.value = png(picture, level=6)
-
-    def _schedule_snapshot(self) -> None:
+    def _schedule_still(self) -> None:
+        if self.on_still is None:
+            return
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = threading.Timer(SNAPSHOT_DELAY, self.refresh_snapshot)
+        self._timer = threading.Timer(STILL_DELAY, self.on_still)
         self._timer.daemon = True
         self._timer.start()
 

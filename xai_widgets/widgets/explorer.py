@@ -8,6 +8,9 @@ whole app can be tested without a browser by setting control values.
 
 from __future__ import annotations
 
+import base64
+import html
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,10 +28,12 @@ from .controls import STYLE, WIDE, ClassList, DisplayControls, parameter_control
 
 DRAG_INTERVAL = 0.1  # seconds between two live occlusion updates while dragging
 
+# The live app hides its static copy (kept for notebooks viewed without a kernel).
 CSS = """<style>
 .xai-status-error { color: #b00020; }
 .xai-status-busy { color: #555; font-style: italic; }
-.xai-picture canvas { image-rendering: auto; }
+.xai-static { display: none; }
+.jp-OutputArea-child:has(.xai-static), .output_area:has(.xai-static) { display: none; }
 </style>"""
 
 
@@ -49,8 +54,11 @@ class Explorer:
                  threaded: bool = True, width: int = 448) -> None:
         self.session = Session(_models(model, zoo), _images(images), method, top_k, threaded)
         self.view = CanvasView(width)
+        self.width = width
+        self._static: Any = None
         self._syncing = False
         self._last_drag = 0.0
+        self._trailing: threading.Timer | None = None
         self._param_controls: dict[str, widgets.ValueWidget] = {}
         self._layers_of: str | None = None
         self._build()
@@ -62,9 +70,9 @@ class Explorer:
     def _build(self) -> None:
         session = self.session
         self.image = widgets.Dropdown(options=list(session.images), description="image",
-                                      style=STYLE, layout=widgets.Layout(width="220px"))
+                                      style=STYLE, layout=widgets.Layout(width="205px"))
         self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="upload",
-                                         layout=widgets.Layout(width="76px"))
+                                         layout=widgets.Layout(width="92px"))
         self.model = widgets.Dropdown(
             options=[(name if bundle is not None or weights_on_disk(name) else
                       f"{name} (downloads weights)", name)
@@ -79,6 +87,7 @@ class Explorer:
         self.classes = ClassList(session.top_k, lambda index: self._select(target=index))
         self.display_controls = DisplayControls(self._display)
         self.caption = widgets.HTML()
+        self.caption.add_class("xai-caption")
         self.readout = widgets.HTML("<i>hover over the picture to read the map; drag to hide "
                                     "a region from the model</i>")
         self.reset = widgets.Button(description="show whole image", icon="undo",
@@ -110,13 +119,31 @@ class Explorer:
         self.widget = widgets.HBox([widgets.HTML(CSS), controls, picture])
         self.widget.add_class("xai-explorer")
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        """The live widget, and the current picture for renderers without widgets."""
-        data = self.widget._repr_mimebundle_(**kwargs)
+    def _ipython_display_(self) -> None:
+        """Show the live app, and after it a static copy of its picture (plain HTML, kept
+        up to date through its display id). The app's stylesheet hides the copy; a notebook
+        rendered without a kernel or without widget support (nbconvert, GitHub) shows it."""
+        from IPython.display import HTML, display
+
+        display(self.widget)
+        self._static = display(HTML(self.static_html()), display_id=True)
+        self.view.on_still = self._refresh_static
+
+    def static_html(self) -> str:
+        """The current picture and caption as self-contained HTML."""
         picture = self.view.composite()
-        if picture is not None:
-            data["image/png"] = png(picture, level=6)
-        return data
+        if picture is None:
+            return '<div class="xai-static"></div>'
+        data = base64.b64encode(png(picture, level=6)).decode()
+        caption = html.escape(self.session.scene.frame.caption if self.session.scene else "")
+        return (f'<div class="xai-static"><img src="data:image/png;base64,{data}" '
+                f'alt="{caption}" width="{self.width}"/><p>{caption}</p></div>')
+
+    def _refresh_static(self) -> None:
+        from IPython.display import HTML
+
+        if self._static is not None:
+            self._static.update(HTML(self.static_html()))
 
     # ------------------------------------------------------------------ control -> session
 
@@ -160,11 +187,18 @@ class Explorer:
             self.readout.value = f"📌 pinned ({int(x)}, {int(y)}): map value <b>{value:.4g}</b>"
 
     def _dragged(self, box: tuple[float, float, float, float], done: bool) -> None:
-        now = time.monotonic()
-        if not done and now - self._last_drag < DRAG_INTERVAL:
+        """Occlude live while dragging, at most every DRAG_INTERVAL; the latest box is always
+        applied in the end (a trailing update), even if the mouse-up never arrives."""
+        if self._trailing is not None:
+            self._trailing.cancel()
+        wait = DRAG_INTERVAL - (time.monotonic() - self._last_drag)
+        if done or wait <= 0:
+            self._last_drag = time.monotonic()
+            self.session.occlude(box)
             return
-        self._last_drag = now
-        self.session.occlude(box)
+        self._trailing = threading.Timer(wait, self._dragged, (box, True))
+        self._trailing.daemon = True
+        self._trailing.start()
 
     def _clear_occlusion(self) -> None:
         self.view.set_box(None)
