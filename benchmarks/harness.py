@@ -7,40 +7,73 @@ by round after a warm-up, and reports the ratio of medians.
 
 from __future__ import annotations
 
+import datetime
 import gc
+import importlib.metadata
 import os
+import platform
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+#: Clocks: wall time, or the CPU time of the whole process (all its threads), which moves
+#: less when other processes share the cores.
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def interleaved(cases: Mapping[str, Callable[[], object]], repeats: int = 7,
-                warmup: int = 2) -> dict[str, list[float]]:
-    """Run every case ``warmup`` times, then ``repeats`` rounds in a rotating order;
-    return the seconds of each run per case."""
+                warmup: int = 2, setups: Mapping[str, Callable[[], object]] | None = None,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Run every case ``warmup`` times, then ``repeats`` rounds in a rotating order; return
+    the seconds of each run per case.
+
+    ``setups``: untimed preparation run right before each run of a case (e.g. a new class
+    whose first pass is not what is measured).
+    """
     names = list(cases)
+    setups = setups or {}
+
+    def run(name: str) -> float:
+        if name in setups:
+            setups[name]()
+        gc.collect()
+        start = clock()
+        cases[name]()
+        return clock() - start
+
     for _ in range(warmup):
         for name in names:
-            cases[name]()
+            run(name)
     seconds: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(repeats):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            gc.collect()
-            start = time.perf_counter()
-            cases[name]()
-            seconds[name].append(time.perf_counter() - start)
+            seconds[name].append(run(name))
     return seconds
 
 
-def median(values: list[float]) -> float:
+def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
 def ratio(seconds: Mapping[str, list[float]], case: str, floor: str) -> float:
     """Median time of ``case`` over median time of ``floor``."""
     return median(seconds[case]) / median(seconds[floor])
+
+
+def paired_ratio(seconds: Mapping[str, list[float]], case: str, floor: str) -> float:
+    """Median over rounds of the case's time over its floor's in the same round: less
+    sensitive than :func:`ratio` to a load that changes from round to round."""
+    return median([c / f for c, f in zip(seconds[case], seconds[floor], strict=True)])
+
+
+def spread(values: Sequence[float]) -> float:
+    """Half the interquartile range over the median: the noise of one case, relative."""
+    if len(values) < 2:
+        return 0.0
+    low, _, high = statistics.quantiles(values, n=4, method="inclusive")
+    return (high - low) / 2 / statistics.median(values)
 
 
 def _status(field: str) -> int:
@@ -61,6 +94,25 @@ def peak_memory(fn: Callable[[], object]) -> int:
     before = _status("VmRSS")
     fn()
     return _status("VmHWM") - before
+
+
+def machine(packages: Sequence[str] = ()) -> dict[str, str]:
+    """What the numbers were measured on: CPU model, cores, library versions, date."""
+    cpu = next((line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown")
+    info = {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    for package in packages:
+        try:
+            info[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            info[package] = "not installed"
+    return info
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:

@@ -16,7 +16,16 @@ import xai_widgets as xw
 from xai_widgets.kernels import REGISTRY
 
 #: cheap parameters for iterative methods, so that the contract runs fast
-QUICK: dict[str, dict[str, Any]] = {}
+QUICK: dict[str, dict[str, Any]] = {
+    "integrated_gradients": {"n_steps": 3, "chunk_size": 4},
+    "layer_integrated_gradients": {"n_steps": 3, "chunk_size": 4, "path": "layer"},
+    "smoothgrad": {"n_samples": 3, "chunk_size": 4},
+    "rise": {"n_masks": 6, "chunk_size": 4},
+    "score_cam": {"chunk_size": 4},
+    "feature_inversion": {"iterations": 3, "step1_iterations": 1},
+    "inverted_representation": {"iterations": 3},
+    "layerwise_inverse": {"max_iterations": 3},
+}
 
 
 def snapshot(model: nn.Module) -> dict[str, Any]:

@@ -83,7 +83,7 @@ def test_accepted_forms_agree(form: str, tmp_path) -> None:
         else:
             item = base[..., 0] if form == "gray" else base[..., :1]
     elif form == "rgba":
-        item = np.concatenate([base, np.full(base.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+        item = np.concatenate([base, np.full((*base.shape[:2], 1), 255, np.uint8)], axis=-1)
     elif form == "uint16":
         item = base.astype(np.uint16) * 257
     elif form == "float":

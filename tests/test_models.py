@@ -78,7 +78,7 @@ def test_any_module_can_be_wrapped() -> None:
     assert bundle.class_names is None
     assert bundle.class_name(3) == "class 3"
     assert xw.ModelBundle.wrap(bundle) is bundle
-    with pytest.raises(xw.ModelError, match="nn.Module"):
+    with pytest.raises(xw.ModelError, match=r"nn\.Module"):
         xw.ModelBundle.wrap("resnet18")  # type: ignore[arg-type]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import reference_nets
+from support import reference_nets
 
 from xai_widgets import render
 from xai_widgets.render import RenderSettings

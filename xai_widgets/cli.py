@@ -54,6 +54,30 @@ def _parser() -> argparse.ArgumentParser:
     layers = commands.add_parser("layers", help="list a model's candidate layers")
     _model_options(layers)
     layers.set_defaults(run=_layers)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="faithfulness/localisation metrics over a folder (resumable)")
+    evaluate.add_argument("folder", help="folder of images (searched recursively)")
+    evaluate.add_argument("--methods", default="grad_cam", help="comma-separated method names")
+    evaluate.add_argument("--metrics", default="deletion,insertion",
+                          help="comma-separated: deletion, insertion, pointing, "
+                               "energy_pointing, tradeoff, sanity")
+    evaluate.add_argument("--out", default="results.jsonl",
+                          help="JSON-lines results file; rerun to resume (default results.jsonl)")
+    evaluate.add_argument("--labels", default=None, help="CSV of image,label (default: predicted)")
+    evaluate.add_argument("--boxes", default=None,
+                          help="CSV of image,x0,y0,x1,y1 in the photo's pixels (pointing games)")
+    evaluate.add_argument("--start", type=int, default=0, help="shard: first image index")
+    evaluate.add_argument("--stop", type=int, default=None, help="shard: stop before this index")
+    evaluate.add_argument("--stride", type=int, default=1, help="shard: take every n-th image")
+    evaluate.add_argument("--layer", default=None, help="layer for layer methods")
+    _model_options(evaluate)
+    evaluate.add_argument("--pixels-per-step", type=int, default=None,
+                          help="deletion/insertion step (default: the input width)")
+    evaluate.add_argument("--score", default="probability", choices=["probability", "logit"])
+    evaluate.add_argument("--chunk-size", type=int, default=8, help="inputs per forward pass")
+    evaluate.add_argument("--no-plots", action="store_true", help="do not save the plots")
+    evaluate.set_defaults(run=_evaluate)
     return parser
 
 
@@ -110,4 +134,22 @@ def _methods(_args: argparse.Namespace) -> int:
 
 def _layers(args: argparse.Namespace) -> int:
     print(_load(args).layers)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .metrics import evaluate_folder
+
+    try:
+        run = evaluate_folder(
+            args.folder, _load(args), methods=args.methods.split(","),
+            metrics=args.metrics.split(","), out=args.out, labels=args.labels,
+            boxes=args.boxes, start=args.start, stop=args.stop, stride=args.stride,
+            layer=args.layer, pixels_per_step=args.pixels_per_step, score=args.score,
+            chunk_size=args.chunk_size, plots=not args.no_plots)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {args.out} holds every finished record; run the same command "
+              "again to resume", file=sys.stderr)
+        return 130
+    print(run.report())
     return 0

@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ARTIFACTS
 from PIL import Image
 from playwright.sync_api import expect
+from support import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import load_reference, reference_nets
+from support import load_reference, reference_nets
 from tiny_models import (
     ClassMapNet,
     FunctionalNet,

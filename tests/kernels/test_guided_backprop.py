@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import load_reference, reference_nets
-from tiny_models import InplaceResNet, OneConv, OneConvRelu, Relu6Net, bundle, \
-    randomise_batchnorm
+from support import load_reference, reference_nets
+from tiny_models import InplaceResNet, OneConv, OneConvRelu, Relu6Net, bundle, randomise_batchnorm
 from torch import nn
 
 import xai_widgets as xw
@@ -150,6 +149,9 @@ def test_residual_blocks_with_a_reused_in_place_relu() -> None:
     expected = guided_by_module_swap(net, x, [0, 4])
     torch.testing.assert_close(guided, expected, rtol=1e-4, atol=1e-7)
     assert all(m.inplace for m in net.modules() if isinstance(m, nn.ReLU))  # untouched
+    inputs = x.clone().requires_grad_(True)
+    (plain,) = torch.autograd.grad(net(inputs)[torch.arange(2), [0, 4]].sum(), inputs)
+    assert (guided - plain).abs().max() > 0.1 * plain.abs().max()
 
 
 def test_batch_equals_one_by_one() -> None:

@@ -9,15 +9,25 @@ from __future__ import annotations
 from ..errors import MethodError, did_you_mean
 from . import (
     cam,
+    contrastive_excitation_backprop,
     deconvnet,
+    excitation_backprop,
     feature_inversion,
     grad_cam,
     grad_cam_pp,
+    gradient_hessian,
     guided_backprop,
     guided_grad_cam,
     input_x_gradient,
+    integrated_gradients,
+    inverted_representation,
     layer_cam,
+    layer_integrated_gradients,
+    layerwise_inverse,
+    rise,
     saliency,
+    score_cam,
+    smoothgrad,
 )
 from .spec import KernelContext, KernelResult, MethodSpec, Param
 
@@ -34,6 +44,16 @@ REGISTRY: dict[str, MethodSpec] = {
         deconvnet,
         guided_grad_cam,
         feature_inversion,
+        inverted_representation,
+        layerwise_inverse,
+        integrated_gradients,
+        layer_integrated_gradients,
+        smoothgrad,
+        gradient_hessian,
+        excitation_backprop,
+        contrastive_excitation_backprop,
+        rise,
+        score_cam,
     )
 }
 

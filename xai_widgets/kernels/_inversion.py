@@ -4,8 +4,7 @@
   layer's output, optionally stopping the pass there (a feature loss needs nothing deeper),
   under ``scope.eval_mode`` and ``scope.forward_hooks`` for the whole optimisation.
 * :func:`gaussian_blur`: a border-renormalised Gaussian blur of a batch.
-* :func:`schedule`: the step learning-rate schedules of the original implementations.
-* :func:`check_iterations`, :func:`report_every`: boundary checks and progress reporting.
+* :func:`report_every`: progress reports with a preview, every few steps.
 
 Nothing here touches the model's parameters: the optimised tensors are leaves the kernels
 create, and gradients are taken with ``torch.autograd.grad`` with respect to them only, so
@@ -23,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ParameterError
 from ..models import ModelBundle
-from ..scope import eval_mode, forward_hooks
+from ..scope import eval_mode, forward_hooks, model_lock
 from .spec import KernelContext
 
 
@@ -55,6 +53,7 @@ class Probe:
         probe = cls(bundle.model, copy=info.mutated_later)
         module = dict(bundle.model.named_modules())[info.name]
         with ExitStack() as stack:
+            stack.enter_context(model_lock(bundle.model))
             stack.enter_context(eval_mode(bundle.model))
             stack.enter_context(forward_hooks({module: probe._hook}))
             yield probe
@@ -121,20 +120,6 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
         return F.conv2d(x, cols, padding=(radius, 0), groups=channels)
 
     return blur(images) / blur(ones)
-
-
-def schedule(base: float, factor: float, every: int, iteration: int) -> float:
-    """Step schedule: ``base · factor^⌊(iteration + 1) / every⌋`` for the step after
-    ``iteration`` (the originals decay after iterations ``every − 1``, ``2·every − 1``, ...)."""
-    return base * factor ** ((iteration + 1) // every)
-
-
-def check_iterations(method: str, **counts: int) -> None:
-    """Refuse an optimisation that would not run a single step."""
-    for name, count in counts.items():
-        if count < 1:
-            raise ParameterError(f"{method}: {name} must be at least 1, got {count}; an "
-                                 "optimisation needs at least one step")
 
 
 def report_every(ctx: KernelContext, done: int, total: int, every: int,

@@ -23,7 +23,9 @@ class-discriminative for the target class ``c`` (``p_c`` = softmax probability):
 Adam (lr 1e-2, halved every 10 iterations), ``w`` initialised to 0.1 and projected onto
 ``[0, 1e5]`` after every step, 11 + 69 iterations, ``λ = (5, 1, 2)``: the defaults of the
 authors' code (mndu/guided-feature-inversion), which uses one layer (pool5 of VGG19) for both
-the mask basis and the feature loss; here that is the chosen layer. The raw map is the mask
+the mask basis and the feature loss; here that is the chosen layer. One guard: an image
+whose every ``w_k`` reaches 0 (an empty mask, which the scale-free mask cannot recover from)
+keeps its previous ``w``. The raw map is the mask
 ``m`` ``(N, H, W)`` in [0, 1] at the input resolution: its upsampling and normalisation are
 part of the method (the blend uses them). Each image has its own ``w``; a batch is optimised
 together, and gradients are taken with respect to ``w`` only.
@@ -41,7 +43,7 @@ import torch.nn.functional as F
 
 from ..errors import ParameterError
 from ..render import RenderSettings
-from ._inversion import Probe, gaussian_blur, report_every, schedule
+from ._inversion import Probe, gaussian_blur, report_every
 from .spec import KernelContext, KernelResult, MethodSpec, Param
 
 #: upper bound of the projection of ``w`` (the authors' clamp)
@@ -79,9 +81,8 @@ def background(inputs: torch.Tensor, kind: str, sigma: float, seed: int) -> torc
         return gaussian_blur(inputs, sigma)
     if kind == "mean":
         return torch.zeros_like(inputs)
-    generator = torch.Generator(device=inputs.device).manual_seed(seed)
-    return torch.randn(inputs.shape, generator=generator, device=inputs.device,
-                       dtype=inputs.dtype)
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: the same on any device
+    return torch.randn(inputs.shape, generator=generator).to(inputs)
 
 
 def compute(ctx: KernelContext) -> KernelResult:
@@ -94,10 +95,7 @@ def compute(ctx: KernelContext) -> KernelResult:
     bundle = ctx.traces.bundle
     trace = ctx.traces.get("gradient", [ctx.layer])
     x = trace.input.detach()
-    reference = trace.activation(ctx.layer)
-    if reference.ndim != 4:
-        raise ParameterError(f"feature_inversion needs a spatial layer; {ctx.layer!r} outputs "
-                             f"{tuple(reference.shape)}")
+    reference = trace.activation(ctx.layer)  # (N, K, h, w): candidate layers are spatial
     n = x.shape[0]
     targets = ctx.target_index
     rows = torch.arange(n, device=x.device)
@@ -127,13 +125,18 @@ def compute(ctx: KernelContext) -> KernelResult:
                 loss = -kept_p + p["removal_weight"] * removed_p + \
                     p["sparsity_step2"] * w.pow(2).sum(1)
             (w.grad,) = torch.autograd.grad(loss.sum(), w)
+            previous = w.detach().clone()
             optimiser.step()
             with torch.no_grad():
                 w.clamp_(0, W_MAX)
+                # the mask ignores the scale of w, so the data terms never hold the last
+                # channel up against ‖w‖²: an image whose every w_k reached 0 (an empty
+                # mask) keeps its previous w instead
+                dead = w.amax(1) <= 0
+                w.copy_(torch.where(dead[:, None], previous, w))
                 losses[:, i] = loss.detach()
-            for group in optimiser.param_groups:
-                group["lr"] = schedule(float(p["lr"]), float(p["lr_decay"]),
-                                       int(p["decay_every"]), i)
+            for group in optimiser.param_groups:  # the step after iteration i
+                group["lr"] = p["lr"] * p["lr_decay"] ** ((i + 1) // p["decay_every"])
             report_every(ctx, i + 1, total, int(p["report_every"]), mask)
 
         with torch.no_grad():

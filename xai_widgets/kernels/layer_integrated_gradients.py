@@ -66,7 +66,7 @@ def compute(ctx: KernelContext) -> KernelResult:
         return (difference * partial).sum(dim=1).float()
 
     if ctx.params["path"] == "input":
-        grads = integrated_path_gradients(ctx, x0, x, layer, NAME, preview)
+        grads, _ = integrated_path_gradients(ctx, x0, x, layer, NAME, preview)
         f_0 = base_trace.logits.double()[rows, index]
     else:
         grads, f_0 = _activation_path(ctx, x, activation0, activation, preview)
@@ -81,7 +81,7 @@ def _activation_path(ctx: KernelContext, x: torch.Tensor, start: torch.Tensor,
     (input ``x``), and ``f`` with the layer's output replaced by ``start``."""
     p = ctx.params
     assert ctx.layer is not None
-    points, weights = quadrature(p["method"], p["n_steps"], NAME)
+    points, weights = quadrature(p["quadrature"], p["n_steps"], NAME)
     chunk_size = check_chunk(NAME, p["chunk_size"])
     bundle = ctx.traces.bundle
     module = dict(bundle.model.named_modules())[ctx.layer]

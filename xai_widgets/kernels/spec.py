@@ -37,10 +37,9 @@ class Param:
     """One method parameter: ``kind`` is int, float, bool or str; ``low``/``high`` bound
     numbers (inclusive), ``choices`` lists the allowed strings.
 
-    Two forms exist for the Python API only (a widget offers the choices, or nothing):
-    ``tensor=True`` on a str parameter also accepts a tensor or array (e.g. a user's baseline
-    image), which the kernel checks against the batch; ``kind=dict`` takes a mapping with str
-    keys (e.g. the parameters of a wrapped method), which the kernel validates."""
+    ``tensor=True`` on a str parameter also accepts, from Python, a tensor or array (e.g. a
+    user's baseline image), which the kernel checks against the batch (a widget offers the
+    choices)."""
 
     name: str
     default: Any
@@ -55,11 +54,6 @@ class Param:
         where = f"{method}: parameter {self.name!r}"
         if self.tensor and isinstance(value, (torch.Tensor, np.ndarray)):
             return torch.as_tensor(value)
-        if self.kind is dict:
-            if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-                raise ParameterError(f"{where} must be a dict of parameter names to values, "
-                                     f"got {value!r}")
-            return dict(value)
         if self.kind is bool:
             if not isinstance(value, bool):
                 raise ParameterError(f"{where} must be True or False, got {value!r}")

@@ -3,8 +3,10 @@
 A metric describes the inputs it needs as ``count`` jobs and a ``build(start, stop)`` that
 makes the inputs of jobs ``start:stop``; :func:`target_scores` runs them through the model
 ``chunk_size`` at a time under ``torch.inference_mode()`` with the model in eval mode
-(:func:`xai_widgets.scope.eval_mode`, restored afterwards), so memory is bounded by the
-chunk size whatever the number of jobs, and calls ``progress`` after every chunk.
+(:func:`xai_widgets.scope.eval_mode`, restored afterwards) and its lock held
+(:func:`xai_widgets.scope.model_lock`; a progress callback may pause it between chunks), so
+memory is bounded by the chunk size whatever the number of jobs, and calls ``progress``
+after every chunk.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from ..errors import ModelError
 from ..kernels.spec import Progress
 from ..models import ModelBundle
-from ..scope import eval_mode
+from ..scope import eval_mode, model_lock
 
 #: ``build(start, stop)`` -> the model inputs of jobs ``start:stop``, ``(stop - start, 3, H, W)``
 Build = Callable[[int, int], torch.Tensor]
@@ -72,7 +74,7 @@ def _run(bundle: ModelBundle, build: Build, count: int, chunk_size: int,
     parameter = next(model.parameters(), None)
     dtype = parameter.dtype if parameter is not None else torch.float32
     device = bundle.device
-    with torch.inference_mode(), eval_mode(model):
+    with model_lock(model), torch.inference_mode(), eval_mode(model):
         for start in range(0, count, chunk_size):
             stop = min(count, start + chunk_size)
             out = model(build(start, stop).to(device=device, dtype=dtype))

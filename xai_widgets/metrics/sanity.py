@@ -19,6 +19,7 @@ activations is kept, the learnt structure is lost. Buffers (BatchNorm statistics
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,12 +30,12 @@ from torch import nn
 from ..errors import ModelError, ParameterError, did_you_mean
 from ..explain import explain
 from ..explanation import Explanation
-from ..kernels import get_method
 from ..kernels.spec import MethodSpec, Progress
 from ..models import ModelBundle
 from ..render import RenderSettings, normalise, scalar_map, upsample
-from ..scope import eval_mode, forward_hooks
+from ..scope import eval_mode, forward_hooks, model_lock
 from . import similarity as sim
+from .figures import ShowsFigure
 from .subject import MetricError, ranking_polarity
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Sanity:
+class Sanity(ShowsFigure):
     """The cascade and its similarities.
 
     ``stages``: the deepest module randomised at each stage, top first; ``modules``: the
@@ -63,12 +64,18 @@ class Sanity:
         """Similarity after the last stage (the whole model randomised), per image."""
         return {name: values[-1].tolist() for name, values in self.similarity.items()}
 
+    def __repr__(self) -> str:
+        final = ", ".join(f"{name} {', '.join(f'{v:.2f}' for v in values)}"
+                          for name, values in self.final().items())
+        return (f"Sanity({self.method}, {len(self.stages)} stages from {self.stages[0]!r} "
+                f"down to {self.stages[-1]!r}; after the last: {final})")
+
     def figure(self, index: int = 0, thumbnails: int = 6) -> Figure:
         """Similarity along the cascade, and the maps of image ``index`` at a few stages."""
         from matplotlib.figure import Figure
 
         figure = Figure(figsize=(7.5, 5.0), layout="constrained")
-        top, bottom = figure.subfigures(2, 1, height_ratios=[1.3, 1])
+        top, bottom = figure.subfigures(2, 1, height_ratios=[1.3, 1])  # type: ignore[misc]
         axes = top.subplots()
         steps = range(len(self.stages) + 1)
         for name, values in self.similarity.items():
@@ -124,7 +131,7 @@ def sanity_check(source: Explanation | ModelBundle | nn.Module, images: Any = No
         if method is None:
             raise MetricError("name the method to check, e.g. sanity_check(model, images, "
                               "method='grad_cam')")
-        bundle = ModelBundle.wrap(source)  # type: ignore[arg-type]
+        bundle = ModelBundle.wrap(source)
         original = explain(bundle, images, method, target=target, layer=layer,
                            **(params or {}))
     inputs = bundle.prepare(images).inputs
@@ -174,7 +181,7 @@ def _stages(model: nn.Module, probe: torch.Tensor, stages: int | Sequence[str] |
 
     owners = {m: record for m in model.modules() if next(m.parameters(recurse=False), None)
               is not None}
-    with torch.no_grad(), eval_mode(model), forward_hooks(owners):
+    with model_lock(model), torch.no_grad(), eval_mode(model), forward_hooks(owners):
         model(probe)
     top_first = list(reversed(called))
     if not top_first:
@@ -182,15 +189,16 @@ def _stages(model: nn.Module, probe: torch.Tensor, stages: int | Sequence[str] |
                          "nothing to randomise")
     if stages is None:
         return [[name] for name in top_first]
-    if isinstance(stages, int) and not isinstance(stages, bool):
-        if stages < 1:
-            raise ParameterError(f"stages must be >= 1, got {stages}")
+    if isinstance(stages, (int, bool)):
+        if isinstance(stages, bool) or stages < 1:
+            raise ParameterError(f"stages is None, an integer >= 1 or a list of module "
+                                 f"names, got {stages!r}")
         if stages == 1:
             return [top_first]
         rest = top_first[1:]
         parts = min(stages - 1, len(rest))
         bounds = [round(i * len(rest) / parts) for i in range(parts + 1)] if parts else [0]
-        return [top_first[:1]] + [rest[a:b] for a, b in zip(bounds, bounds[1:], strict=False)
+        return [top_first[:1]] + [rest[a:b] for a, b in itertools.pairwise(bounds)
                                   if b > a]
     groups: list[list[str]] = []
     taken: set[str] = set()

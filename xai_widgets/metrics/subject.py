@@ -48,7 +48,7 @@ class Subject:
         return int(self.inputs.shape[-2]), int(self.inputs.shape[-1])
 
     def pixel_values(self, polarity: Polarity | None = None) -> torch.Tensor:
-        """The map as one value per input pixel, ``(N, H, W)`` float32 (see :func:`pixel_values`)."""
+        """The map as one value per input pixel, ``(N, H, W)`` float32."""
         return pixel_values(self.maps, self.size, self.display, polarity)
 
 
@@ -75,7 +75,7 @@ def subject(source: Explanation | ModelBundle | nn.Module, images: Any = None,
                               "Explanation does not keep its model input: pass the same "
                               "images, e.g. metric(explanation, images)")
     else:
-        bundle = ModelBundle.wrap(source)  # type: ignore[arg-type]
+        bundle = ModelBundle.wrap(source)
         display = RenderSettings()
         if images is None or maps is None:
             raise MetricError("give the images and their raw maps: metric(model, images, maps)"
@@ -90,7 +90,8 @@ def subject(source: Explanation | ModelBundle | nn.Module, images: Any = None,
 def check_maps(maps: Any, count: int, size: tuple[int, int] | None) -> torch.Tensor:
     """Raw maps as float32 ``(N, h, w)`` or ``(N, C, h, w)``; a :class:`MetricError` that
     says what is wrong otherwise. ``size`` is the input's ``(H, W)``: a map is at most that
-    large and has the same aspect ratio (to within one cell of the map)."""
+    large, and some stride ``s`` gives both its sides (``h`` within 1 of ``H / s``, ``w``
+    within 1 of ``W / s``), as a network's downsampling does."""
     if isinstance(maps, np.ndarray):
         maps = torch.from_numpy(np.asarray(maps, dtype=np.float32))
     if not isinstance(maps, torch.Tensor):
@@ -106,7 +107,7 @@ def check_maps(maps: Any, count: int, size: tuple[int, int] | None) -> torch.Ten
     if size is not None:
         height, width = size
         h, w = int(maps.shape[-2]), int(maps.shape[-1])
-        if h > height or w > width or abs(h / height - w / width) > 1 / min(h, w):
+        if h > height or w > width or not _one_stride(h, height, w, width):
             raise MetricError(
                 f"a {h}×{w} map does not fit a {height}×{width} input: a map is at most the "
                 "input's size and has its aspect ratio (it is upsampled to the input); was it "
@@ -140,3 +141,11 @@ def check_chunk_size(chunk_size: int) -> int:
 
 def _hw(inputs: torch.Tensor) -> tuple[int, int]:
     return int(inputs.shape[-2]), int(inputs.shape[-1])
+
+
+def _one_stride(h: int, height: int, w: int, width: int) -> bool:
+    """Is there a stride ``s`` with ``|height / s − h| < 1`` and ``|width / s − w| < 1``?"""
+    low = max(height / (h + 1), width / (w + 1))
+    high = min(height / (h - 1) if h > 1 else float("inf"),
+               width / (w - 1) if w > 1 else float("inf"))
+    return low < high

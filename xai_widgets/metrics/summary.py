@@ -68,9 +68,9 @@ class Summary:
             lines.append(f"| {row.method} | {row.metric} | {row.n} | {row.mean:.3f}{spread} | "
                          f"{row.undefined} |")
         if self.failed:
-            lines.append(f"\n{len(self.failed)} failed: " + "; ".join(
-                f"{image}{f' ({method})' if method else ''}: {error}"
-                for image, method, error in self.failed))
+            lines += ["", f"{len(self.failed)} failed (not in the table):"]
+            lines += [f"- {image}{f' ({method})' if method else ''}: {error}"
+                      for image, method, error in self.failed]
         return "\n".join(lines)
 
     @property
@@ -151,7 +151,8 @@ def summarize_records(records: Iterable[dict[str, Any]]) -> Summary:
         if len(grids[(method, kind)]) != 1:
             continue  # curves on different grids (mixed runs) have no common mean
         ((step, pixels),) = grids[(method, kind)]
-        array = np.asarray(found, dtype=np.float64)
+        array = np.asarray([[np.nan if v is None else v for v in c] for c in found],
+                           dtype=np.float64)
         fractions = np.minimum(np.arange(array.shape[1]) * step, pixels) / pixels
         mean_curves.setdefault(method, {})[kind] = (fractions, array.mean(axis=0),
                                                     _half_width(array))

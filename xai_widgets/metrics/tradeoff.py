@@ -15,7 +15,7 @@ re-identification rate on y, one line per method.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from ..models import ModelBundle
 from ..render import Channels, Polarity, normalise
 from ..targets import resolve_targets
 from . import forward
+from .figures import ShowsFigure
 from .subject import check_chunk_size, subject
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Tradeoff:
+class Tradeoff(ShowsFigure):
     """Per image and threshold, ``(N, T)`` each: ``amount`` (mean of ``ĥ_τ``), ``probability``
     of the target on ``x ⊙ ĥ_τ``, re-identified as the ``top1`` class / among the ``top5``.
     ``thresholds``: ``(T,)``."""
@@ -53,27 +54,39 @@ class Tradeoff:
         return {name: getattr(self, name).float().mean(dim=0).tolist()
                 for name in ("amount", "top1", "top5")}
 
-    def figure(self, label: str = "map") -> Figure:
-        """The trade-off plot of these maps: amount of activation vs. re-identification."""
-        from matplotlib.figure import Figure
-
+    def __repr__(self) -> str:
         rates = self.rates()
-        figure = Figure(figsize=(4.2, 3.2), layout="constrained")
-        axes = figure.subplots()
-        axes.plot(rates["amount"], rates["top1"], "o-", label=f"{label} (top-1)")
-        axes.plot(rates["amount"], rates["top5"], "s--", alpha=0.6, label=f"{label} (top-5)")
-        axes.set_xlabel("amount of activation (mean ĥ)")
-        axes.set_ylabel("re-identification rate")
-        axes.set_xlim(0, 1)
-        axes.set_ylim(-0.02, 1.02)
-        axes.legend(fontsize=8)
-        return figure
+        points = ", ".join(f"τ={t:g}: amount {a:.3f}, top-1 {r:.2f}" for t, a, r in zip(
+            self.thresholds.tolist(), rates["amount"], rates["top1"], strict=True))
+        return f"Tradeoff({len(self.targets)} images; {points})"
+
+    def figure(self, label: str = "map") -> Figure:
+        """The trade-off plot of these maps (see :func:`tradeoff_figure`)."""
+        return tradeoff_figure({label: self})
+
+
+def tradeoff_figure(results: Mapping[str, Tradeoff], rate: str = "top1") -> Figure:
+    """One line per method: amount of activation (x) vs. re-identification rate (y),
+    ``rate`` being ``"top1"`` or ``"top5"``; a point per threshold."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.2, 3.2), layout="constrained")
+    axes = figure.subplots()
+    for label, result in results.items():
+        rates = result.rates()
+        axes.plot(rates["amount"], rates[rate], "o-", label=label)
+    axes.set_xlabel("amount of activation (mean ĥ)")
+    axes.set_ylabel(f"re-identification rate ({rate.replace('top', 'top-')})")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(-0.02, 1.02)
+    axes.legend(fontsize=8)
+    return figure
 
 
 def tradeoff(source: Explanation | ModelBundle | nn.Module, images: Any = None,
              maps: Any = None, target: Any = None, *, thresholds: Sequence[float] = (0.0,),
              channels: Channels | None = None, polarity: Polarity | None = None,
-             chunk_size: int = 32, progress: Progress | None = None) -> Tradeoff:
+             chunk_size: int = 8, progress: Progress | None = None) -> Tradeoff:
     """Amount of activation and re-identification of ``x ⊙ ĥ_τ`` for every threshold.
 
     Arguments as :func:`~xai_widgets.metrics.deletion_insertion`; ``thresholds``: values of

@@ -1,0 +1,226 @@
+"""Deletion + insertion speed and memory (issue 6), as ratios measured in one process.
+
+    python -m benchmarks.bench_metrics [--model efficientnet_lite0] [--repeats 3]
+
+One 224×224 photo, one map, RISE's protocol (224 pixels per step: 224 steps, 225 points per
+curve; deletion to zeros, insertion from the blurred image). Cases, interleaved round by
+round (:mod:`.harness`):
+
+``ours``            ``xai_widgets.metrics.deletion_insertion``: 1 + 2·224 = 449 inputs;
+``floor``           the model's forward on 449 ready inputs in the same chunks (the image,
+                    then chunks of ``--chunk``) under ``torch.inference_mode()``;
+``loop``            the one-step-at-a-time loop of the RISE code (re-implemented here, batch
+                    1, in-place edits): 2·225 = 450 forwards;
+``torchcam``        ``torchcam.metrics.DeletionInsertionMetric`` (steps = 224, the same chunk
+                    size; one zero baseline for both curves, and its own Grad-CAM);
+``torchcam floor``  its passes: forward + backward of the image, then its 447 inputs;
+``ours (zeros)``    ours on torch-cam's protocol (zeros for both curves: 448 inputs), with
+                    the Grad-CAM it ranks by (``explain``), for a like-for-like ratio.
+
+Memory: the peak resident set of ``ours`` at two chunk sizes and two step counts: it grows
+with the chunk, not with the number of steps. Results: ``benchmarks/results/metrics.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import xai_widgets as xw
+from xai_widgets import metrics
+from xai_widgets.scope import eval_mode
+
+from . import harness
+
+RESULTS = Path(__file__).resolve().parent / "results" / "metrics.md"
+STEP = 224
+TARGET = 1.03
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=None, help="default: the embedded model")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--chunk", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: stable on a shared machine)")
+    parser.add_argument("--clock", default="cpu", choices=sorted(harness.CLOCKS))
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--probe", default=None, metavar="CHUNK,STEP",
+                        help="(internal) print the peak memory of one run, in MiB")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    bundle = xw.load_model(args.model, weights="default" if args.model is None else None)
+    photo = bundle.prepare(xw.sample_images()["chelsea"]).inputs
+    explanation = xw.explain(bundle, photo, "grad_cam")
+    if args.probe:
+        chunk, step = (int(v) for v in args.probe.split(","))
+        run = partial(metrics.deletion_insertion, explanation, photo, pixels_per_step=step,
+                      chunk_size=chunk)
+        print(run().forwards, harness.peak_memory(run) / 2**20)
+        return
+    memory = _memory(args)
+    cases, inputs = _cases(bundle, photo, explanation, args.chunk)
+    seconds = harness.interleaved(cases, repeats=args.repeats, warmup=args.warmup,
+                                  clock=harness.CLOCKS[args.clock])
+    report = _report(seconds, memory, inputs, bundle.name, args)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(report)
+    print(report)
+
+
+def _cases(bundle: xw.ModelBundle, photo: torch.Tensor, explanation: xw.Explanation,
+           chunk: int) -> tuple[dict[str, Callable[[], object]], dict[str, int]]:
+    target = explanation.targets[0]
+    ours = partial(metrics.deletion_insertion, explanation, photo, pixels_per_step=STEP,
+                   chunk_size=chunk)
+    probe = ours()
+    steps = probe.deletion.scores.shape[1] - 1
+    inputs = {"ours": probe.forwards, "loop": 2 * (steps + 1)}
+
+    def ours_zeros() -> metrics.DeletionInsertion:
+        e = xw.explain(bundle, photo, "grad_cam", target=target)
+        return metrics.deletion_insertion(e, photo, pixels_per_step=STEP, chunk_size=chunk,
+                                           insertion_substrate="zeros")
+
+    inputs["ours (zeros)"] = ours_zeros().forwards
+    cases: dict[str, Callable[[], object]] = {
+        "ours": ours,
+        "floor": partial(_forwards, bundle, photo, [1, probe.forwards - 1], chunk),
+        "loop": partial(_loop, bundle, photo, explanation, target, steps),
+        "ours (zeros)": ours_zeros,
+    }
+    peer = _torchcam(bundle, photo, explanation, target, chunk)
+    if peer is not None:
+        cases["torchcam"] = peer
+        inputs["torchcam"] = 1 + (2 * steps - 1)
+        cases["torchcam floor"] = partial(_forward_backward_then, bundle, photo, target,
+                                          2 * steps - 1, chunk)
+    return cases, inputs
+
+
+def _forwards(bundle: xw.ModelBundle, photo: torch.Tensor, counts: list[int],
+              chunk: int) -> None:
+    """The floor: forwards of ``counts`` ready inputs, each group in chunks of ``chunk``."""
+    ready = photo.expand(chunk, -1, -1, -1).contiguous()
+    with torch.inference_mode(), eval_mode(bundle.model):
+        for count in counts:
+            for start in range(0, count, chunk):
+                bundle.model(ready[:min(chunk, count - start)]).softmax(dim=1)
+
+
+def _forward_backward_then(bundle: xw.ModelBundle, photo: torch.Tensor, target: int,
+                           count: int, chunk: int) -> None:
+    """torch-cam's floor: forward + backward of the image, then ``count`` forwards."""
+    with eval_mode(bundle.model):
+        x = photo.clone().requires_grad_(True)
+        torch.autograd.grad(bundle.model(x)[0, target], x)
+    _forwards(bundle, photo, [count], chunk)
+
+
+def _loop(bundle: xw.ModelBundle, photo: torch.Tensor, explanation: xw.Explanation,
+          target: int, steps: int) -> list[float]:
+    """The RISE code's way: one input at a time, the next pixels copied in place."""
+    height, width = photo.shape[-2:]
+    saliency = F.interpolate(explanation.map[:, None].float(), size=(height, width),
+                             mode="bilinear", align_corners=False).flatten()
+    order = torch.argsort(saliency, descending=True)
+    blurred = metrics.gaussian_blur(photo)
+    scores = []
+    with torch.inference_mode(), eval_mode(bundle.model):
+        for start, finish in ((photo, torch.zeros_like(photo)), (blurred, photo)):
+            current = start.clone()
+            for i in range(steps + 1):
+                scores.append(float(bundle.model(current).softmax(dim=1)[0, target]))
+                pixels = order[i * STEP:(i + 1) * STEP]
+                current.view(1, 3, -1)[:, :, pixels] = finish.view(1, 3, -1)[:, :, pixels]
+    return scores
+
+
+def _torchcam(bundle: xw.ModelBundle, photo: torch.Tensor, explanation: xw.Explanation,
+              target: int, chunk: int) -> Callable[[], object] | None:
+    try:
+        from torchcam.methods import GradCAM
+        from torchcam.metrics import DeletionInsertionMetric
+    except ImportError:
+        return None
+    def run() -> object:
+        extractor = GradCAM(bundle.model, target_layer=explanation.layer)
+        try:
+            metric = DeletionInsertionMetric(extractor, partial(torch.softmax, dim=-1),
+                                             steps=STEP, batch_size=chunk)
+            metric.update(photo, class_idx=target)
+            return metric.summary()
+        finally:
+            extractor.remove_hooks()
+
+    return run
+
+
+def _memory(args: argparse.Namespace) -> list[tuple[int, int, int, float]]:
+    """Peak resident-set growth of ``ours`` per (chunk size, pixels per step), in MiB, each
+    in a fresh process (an allocator keeps what earlier runs freed)."""
+    rows = []
+    for chunk, step in ((8, STEP), (8, 4 * STEP), (32, STEP)):
+        command = [sys.executable, "-m", "benchmarks.bench_metrics", "--probe",
+                   f"{chunk},{step}", "--threads", str(args.threads)]
+        if args.model:
+            command += ["--model", args.model]
+        printed = subprocess.run(command, check=True, capture_output=True, text=True,
+                                 cwd=Path(__file__).resolve().parent.parent).stdout.split()
+        rows.append((chunk, step, int(printed[-2]), float(printed[-1])))
+    return rows
+
+
+def _report(seconds: dict[str, list[float]], memory: list[tuple[int, int, int, float]],
+            inputs: dict[str, int], model: str, args: argparse.Namespace) -> str:
+    def row(case: str, floor: str, note: str) -> list[object]:
+        return [case, inputs.get(case, ""), f"{harness.median(seconds[case]):.2f}",
+                floor, f"{harness.ratio(seconds, case, floor):.3f}",
+                f"±{harness.spread(seconds[case]):.1%}", note]
+
+    rows = [row("ours", "floor", f"target ≤ {TARGET}"),
+            row("loop", "ours", "speed-up of ours over the one-at-a-time loop")]
+    if "torchcam" in seconds:
+        rows += [row("torchcam", "torchcam floor", "torch-cam at its own floor"),
+                 row("ours (zeros)", "torchcam floor", "ours on torch-cam's protocol"),
+                 row("torchcam", "ours (zeros)", "torch-cam over ours, same protocol")]
+    info = harness.machine(["torch", "torchcam"])
+    lines = [
+        "# Deletion + insertion (issue 6)",
+        "",
+        f"`python -m benchmarks.bench_metrics` — model `{model}`, one 224×224 photo, "
+        f"{STEP} pixels per step, chunks of {args.chunk}, {args.threads} torch thread(s), "
+        f"{args.clock} clock, median of {args.repeats} interleaved rounds after "
+        f"{args.warmup} warm-up.",
+        "",
+        harness.markdown_table(["case", "inputs", "seconds", "over", "ratio", "noise", "note"],
+                               rows),
+        "",
+        "Peak memory of `ours` (resident-set growth): bounded by the chunk size, whatever "
+        "the number of steps.",
+        "",
+        harness.markdown_table(
+            ["chunk", "pixels per step", "inputs", "peak MiB"],
+            [[c, s, n, f"{m:.0f}"] for c, s, n, m in memory]),
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
+        "",
+    ]
+    ours = statistics.median(seconds["ours"]) / statistics.median(seconds["floor"])
+    lines.append(f"Verdict: ours at {ours:.3f}× its floor "
+                 f"({'within' if ours <= TARGET else 'ABOVE'} the {TARGET}× target).")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Helpers the tests import by name (``from support import ...``; pytest puts tests/ on the path).
+
+Kept out of conftest.py on purpose: several folders have a conftest.py, and ``from conftest
+import`` would pick whichever of them pytest happened to load last.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNEL_CARDS = ROOT / "kernels"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def load_by_path(name: str, path: Path) -> ModuleType:
+    """Import the Python file at ``path`` as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+#: kernels/reference_nets.py (TinyNet in torch, and its NumPy reference), loaded by path
+reference_nets = load_by_path("reference_nets", KERNEL_CARDS / "reference_nets.py")
+
+
+def load_reference(method: str) -> dict[str, np.ndarray]:
+    """The arrays of ``kernels/<method>/reference.npz``."""
+    return reference_nets.load(KERNEL_CARDS / method / "reference.npz")
