@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -36,3 +38,11 @@ reference_nets = load_by_path("reference_nets", KERNEL_CARDS / "reference_nets.p
 def load_reference(method: str) -> dict[str, np.ndarray]:
     """The arrays of ``kernels/<method>/reference.npz``."""
     return reference_nets.load(KERNEL_CARDS / method / "reference.npz")
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 20.0) -> None:
+    """Poll ``condition`` until it is true; fail after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)

@@ -16,16 +16,23 @@ supersedes the older one, which stops at its next chunk (its progress callback r
 Model access is serialised by one lock per model, which a job releases between chunks, so a
 quick interaction never waits longer than one chunk.
 
+The metrics panel asks for the deletion and insertion curves of the shown map
+(:meth:`Session.measure`: while it is on, every new map is measured) and for the sanity check
+(:meth:`Session.sanity`); both run as jobs too, after the explanation they judge, are cached
+per map, and are cancelled when the map changes.
+
 Views subscribe with :meth:`Session.subscribe`; every event carries a :class:`Scene`, a status
-line, or a progress fraction. Errors never escape an interaction: they become a status line
-and the state stays what it was.
+line, a progress fraction, or a :class:`Measured` result. Errors never escape an interaction:
+they become a status line and the state stays what it was.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, TypeVar
@@ -38,6 +45,7 @@ from .explanation import Explanation
 from .images import PreparedBatch, prepare, to_pil
 from .kernels import get_method
 from .kernels.spec import Cancelled, KernelContext
+from .metrics import DeletionInsertion, Sanity, deletion_insertion, sanity_check
 from .models import ModelBundle, load_model
 from .render import Frame, RenderSettings
 from .scope import eval_mode, model_lock
@@ -119,13 +127,43 @@ class Occlusion:
     probabilities: dict[int, float]
 
 
-Event = Literal["scene", "status", "progress"]
+MetricKind = Literal["curves", "sanity"]
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A metric of the map of ``selection``: ``"curves"`` (a
+    :class:`~xai_widgets.metrics.DeletionInsertion`) or ``"sanity"`` (a
+    :class:`~xai_widgets.metrics.Sanity`)."""
+
+    kind: MetricKind
+    selection: Selection
+    result: DeletionInsertion | Sanity
+
+
+Event = Literal["scene", "preview", "status", "progress", "metrics", "metrics-progress"]
+JobKind = Literal["explain", "curves", "sanity"]
+#: a job's ``progress(fraction, preview)``: the preview is whatever its work reports
+JobProgress = Callable[[float, Any], None]
 
 
 @dataclass
 class _Job:
-    selection: Selection
+    """Work for the worker thread: ``compute(progress)`` runs holding the lock of ``model``
+    (released between chunks by ``progress``), then ``done(result)`` unless cancelled."""
+
+    kind: JobKind
+    key: Hashable
+    model: str
+    compute: Callable[[JobProgress], Any]
+    done: Callable[[Any], None]
+    preview: Callable[[float, Any], None] | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def progress_event(self, fraction: float | None) -> tuple[Event, Any]:
+        if self.kind == "explain":
+            return "progress", fraction
+        return "metrics-progress", (self.kind, fraction)
 
 
 class Session:
@@ -133,8 +171,15 @@ class Session:
 
     ``models``: name -> bundle, or ``None`` to load that zoo name when first chosen.
     ``images``: name -> anything :func:`xai_widgets.images.prepare` accepts.
-    ``threaded=False`` runs iterative methods in the calling thread (tests, scripts).
+    ``threaded=False`` runs iterative methods and metrics in the calling thread (tests,
+    scripts).
     """
+
+    #: steps per deletion/insertion curve offered by the metrics panel (224 at 224×224 is
+    #: RISE's protocol; fewer steps are quicker: 2·steps + 1 forward passes)
+    CURVE_STEPS = (14, 28, 56, 112, 224)
+    SANITY_STAGES = 8
+    PREVIEW_INTERVAL = 0.3  # seconds between two previews of an iterative method
 
     def __init__(self, models: Mapping[str, ModelBundle | None], images: Mapping[str, Any],
                  method: str = "grad_cam", top_k: int = 5, threaded: bool = True) -> None:
@@ -151,16 +196,25 @@ class Session:
         self._prepared: LRU[tuple[str, str], PreparedBatch] = LRU(8)
         self._traces: LRU[tuple[str, str], TraceSet] = LRU(2)
         self._explanations: LRU[Selection, Explanation] = LRU(32)
+        self._curves: LRU[Hashable, DeletionInsertion] = LRU(32)
+        self._sanity: LRU[Hashable, Sanity] = LRU(8)
+        self.measuring = False
+        self.curve_steps = 28
         self._job: _Job | None = None
-        self._pending: _Job | None = None
+        self._queue: deque[_Job] = deque()
+        self._last_preview = 0.0
         self._worker: threading.Thread | None = None
         self._wake = threading.Condition()
 
     # ------------------------------------------------------------------ subscriptions
 
     def subscribe(self, listener: Callable[[Event, Any], None]) -> None:
-        """``listener(event, payload)``: ``("scene", Scene)``, ``("status", (text, level))``
-        with level ``"info"``/``"busy"``/``"error"``, ``("progress", fraction or None)``."""
+        """``listener(event, payload)``: ``("scene", Scene)``, ``("preview", Scene)`` (an
+        iterative method's map so far, at most every :attr:`PREVIEW_INTERVAL` seconds),
+        ``("status", (text, level))``
+        with level ``"info"``/``"busy"``/``"error"``, ``("progress", fraction or None)`` of
+        an explanation job, ``("metrics", Measured)`` and ``("metrics-progress", (kind,
+        fraction or None))``."""
         self._listeners.append(listener)
 
     def _emit(self, event: Event, payload: Any) -> None:
@@ -225,7 +279,8 @@ class Session:
                 selection = self._resolve(self.selection, changes)
                 if get_method(selection.method).cost == "iterative" and self.threaded \
                         and self._explanations.get(selection) is None:
-                    self._submit(selection)
+                    self._status(f"computing {get_method(selection.method).label}…", "busy")
+                    self._submit(self._explain_job(selection))
                     return None
                 scene = self._scene(selection, self.explanation(selection))
         except Exception as exc:  # shown in the status line; the last good scene stays
@@ -250,9 +305,11 @@ class Session:
         return self.scene
 
     def explanation(self, selection: Selection,
-                    progress: Callable[[float, torch.Tensor | None], None] | None = None
+                    progress: Callable[[float, Explanation | None], None] | None = None
                     ) -> Explanation:
-        """The explanation of a resolved selection (cached)."""
+        """The explanation of a resolved selection (cached). An iterative method calls
+        ``progress(fraction, preview)`` between chunks, ``preview`` an Explanation of its map
+        so far (with its live series, e.g. the loss, as extras) or ``None``."""
         cached = self._explanations.get(selection)
         if cached is not None:
             return cached
@@ -260,18 +317,29 @@ class Session:
         bundle = self.bundle(selection.model)
         batch = self.prepared(selection.model, selection.image)
         traces = self.traces(selection.model, selection.image)
+        live: dict[str, torch.Tensor] = {}
+
+        def explained(raw: torch.Tensor, layer: str | None, extras: dict[str, Any]
+                      ) -> Explanation:
+            return Explanation(
+                map=raw.detach().cpu(), method=spec, targets=targets, layer=layer,
+                params=dict(selection.params), logits=traces.logits.cpu(),
+                display=batch.display, names=batch.names, bundle=bundle, extras=extras)
+
+        def report(fraction: float, preview: torch.Tensor | None) -> None:
+            if progress is not None:
+                progress(fraction, None if preview is None else
+                         explained(preview, layer, dict(live)))
+
         with model_lock(bundle.model):
             targets = (selection.target,) if selection.target is not None else \
                 resolve_targets("top1", traces.logits, bundle.class_names)
             layer = selection.layer if spec.needs_layer else None
             result = spec.compute(KernelContext(traces, targets, layer,
-                                                spec.validate(dict(selection.params)), progress))
-        explanation = Explanation(
-            map=result.map.detach().cpu(), method=spec, targets=targets,
-            layer=result.layer or layer, params=dict(selection.params),
-            logits=traces.logits.cpu(), display=batch.display, names=batch.names,
-            bundle=bundle, extras=result.extras)
-        return self._explanations.put(selection, explanation)
+                                                spec.validate(dict(selection.params)), report,
+                                                live))
+        return self._explanations.put(selection, explained(result.map, result.layer or layer,
+                                                           result.extras))
 
     def occlude(self, box: tuple[float, float, float, float] | None) -> Scene | None:
         """Hide ``box`` (left, top, right, bottom in display pixels) from the model and show
@@ -297,22 +365,58 @@ class Session:
         return None
 
     def cancel(self) -> None:
-        """Stop the running job at its next chunk, and drop a waiting one."""
+        """Stop the running job at its next chunk, and drop the waiting ones."""
         self._supersede()
         self._emit("progress", None)
         self._status("cancelled", "info")
 
+    def measure(self, on: bool = True, steps: int | None = None) -> DeletionInsertion | None:
+        """Turn the deletion/insertion curves of the shown map on or off (``steps`` per
+        curve, one of :attr:`CURVE_STEPS`); while on, every new map is measured. Returns the
+        curves when they are known now (cached, or computed in this thread)."""
+        if steps is not None:
+            if steps not in self.CURVE_STEPS:
+                self._status(f"steps per curve: one of {self.CURVE_STEPS}, not {steps}",
+                             "error")
+                return None
+            self.curve_steps = steps
+        self.measuring = on
+        if not on or self.scene is None:
+            self._drop("curves")
+            return None
+        return self._measure_curves(self.scene)
+
+    def sanity(self, stages: int = SANITY_STAGES) -> Sanity | None:
+        """Run the cascading-randomisation sanity check of the shown map (``stages`` groups
+        of layers, from the top). Returns it when known now (cached, or not threaded)."""
+        if self.scene is None:
+            return None
+        scene = self.scene
+        key = (scene.selection, stages)
+        return self._metric_job("sanity", key, scene, self._sanity, lambda progress: sanity_check(
+            scene.explanation, self.prepared(scene.selection.model, scene.selection.image).inputs,
+            stages=stages, progress=progress))
+
     def _supersede(self) -> None:
+        """Cancel every job: what they compute is no longer what is asked for."""
+        self._drop("explain", "curves", "sanity")
+
+    def _drop(self, *kinds: JobKind) -> None:
         with self._wake:
-            for job in (self._job, self._pending):
-                if job is not None:
-                    job.cancelled.set()
-            self._pending = None
+            dropped = [job for job in (self._job, *self._queue)
+                       if job is not None and job.kind in kinds and not job.cancelled.is_set()]
+            for job in dropped:
+                job.cancelled.set()
+            self._queue = deque(job for job in self._queue if job.kind not in kinds)
+        for kind in {job.kind for job in dropped} - {"explain"}:
+            self._emit("metrics-progress", (kind, None))
 
     @property
     def busy(self) -> bool:
-        """True while a job runs or waits."""
-        return self._job is not None or self._pending is not None
+        """True while an explanation job runs or waits."""
+        with self._wake:
+            return any(job is not None and job.kind == "explain" and not job.cancelled.is_set()
+                       for job in (self._job, *self._queue))
 
     # ------------------------------------------------------------------ internals
 
@@ -363,6 +467,42 @@ class Session:
     def _show(self, scene: Scene) -> None:
         self.selection, self.scene = scene.selection, scene
         self._emit("scene", scene)
+        if self.measuring:
+            self._measure_curves(scene)
+
+    def _measure_curves(self, scene: Scene) -> DeletionInsertion | None:
+        """The curves of the scene's map as displayed (its channel reduction and polarity
+        rank the pixels), with :attr:`curve_steps` steps per curve."""
+        inputs = self.prepared(scene.selection.model, scene.selection.image).inputs
+        pixels = math.ceil(inputs.shape[-2] * inputs.shape[-1] / self.curve_steps)
+        channels, polarity = self.settings.channels, self.settings.polarity
+        key = (scene.selection, channels, polarity, pixels)
+        return self._metric_job("curves", key, scene, self._curves, lambda progress:
+                                deletion_insertion(scene.explanation, inputs,
+                                                   pixels_per_step=pixels, channels=channels,
+                                                   polarity=polarity, progress=progress))
+
+    def _metric_job(self, kind: MetricKind, key: Hashable, scene: Scene, cache: LRU[Any, Any],
+                    compute: Callable[[JobProgress], Any]) -> Any:
+        """Show the cached result of ``key``, or compute it in a job (the same key already in
+        the works is not asked for twice)."""
+        cached = cache.get(key)
+        if cached is not None:
+            self._emit("metrics", Measured(kind, scene.selection, cached))
+            return cached
+        with self._wake:
+            if any(job is not None and job.key == key and not job.cancelled.is_set()
+                   for job in (self._job, *self._queue)):
+                return None
+
+        def done(result: DeletionInsertion | Sanity) -> None:
+            cache.put(key, result)
+            self._emit("metrics", Measured(kind, scene.selection, result))
+
+        self._drop(kind)
+        job = _Job(kind, key, scene.selection.model, compute, done)
+        self._submit(job)
+        return cache.get(key)
 
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, XaiError):
@@ -393,26 +533,44 @@ class Session:
 
     # ------------------------------------------------------------------ jobs
 
-    def _submit(self, selection: Selection) -> None:
+    def _explain_job(self, selection: Selection) -> _Job:
+        def done(scene: Scene) -> None:
+            self._status("", "info")
+            self._show(scene)
+
+        def preview(fraction: float, explanation: Explanation) -> None:
+            if time.monotonic() - self._last_preview >= self.PREVIEW_INTERVAL:
+                scene = self._scene(selection, explanation)
+                scene.frame = replace(scene.frame, caption=f"{scene.frame.caption} · "
+                                                           f"{fraction:.0%} done")
+                self._emit("preview", scene)
+                self._last_preview = time.monotonic()
+
+        return _Job("explain", selection, selection.model, lambda progress: self._scene(
+            selection, self.explanation(selection, progress)), done, preview)
+
+    def _submit(self, job: _Job) -> None:
+        """Queue ``job`` for the worker thread (or run it now when not threaded)."""
+        self._emit(*job.progress_event(0.0))
+        if not self.threaded:
+            self._run(job)
+            return
         with self._wake:
-            self._pending = _Job(selection)
+            self._queue.append(job)
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._work, name="xai-widgets-jobs",
                                                 daemon=True)
                 self._worker.start()
             self._wake.notify()
-        self._status(f"computing {get_method(selection.method).label}…", "busy")
-        self._emit("progress", 0.0)
 
     def _work(self) -> None:
         while True:
             with self._wake:
-                while self._pending is None:
+                while not self._queue:
                     if not self._wake.wait(timeout=30):
                         self._worker = None
                         return
-                job, self._pending = self._pending, None
-                self._job = job
+                job = self._job = self._queue.popleft()
             try:
                 self._run(job)
             finally:
@@ -420,28 +578,28 @@ class Session:
                     self._job = None
 
     def _run(self, job: _Job) -> None:
-        lock = model_lock(self.bundle(job.selection.model).model)
+        lock = model_lock(self.bundle(job.model).model)
 
-        def progress(fraction: float, _preview: torch.Tensor | None) -> None:
+        def progress(fraction: float, preview: Any) -> None:
             # between two chunks, the threads waiting for the model (an occlusion, a notebook
             # cell) go first: the lock is fair
             with lock.paused():
                 if not job.cancelled.is_set():
-                    self._emit("progress", fraction)
+                    self._emit(*job.progress_event(fraction))
+                    if preview is not None and job.preview is not None:
+                        job.preview(fraction, preview)
             if job.cancelled.is_set():
                 raise Cancelled
 
         try:
             with lock:
-                explanation = self.explanation(job.selection, progress)
-                scene = self._scene(job.selection, explanation)
+                result = job.compute(progress)
         except Cancelled:
             return
         except Exception as exc:
-            self._emit("progress", None)
+            self._emit(*job.progress_event(None))
             self._fail(exc)
             return
         if not job.cancelled.is_set():
-            self._emit("progress", None)
-            self._status("", "info")
-            self._show(scene)
+            self._emit(*job.progress_event(None))
+            job.done(result)

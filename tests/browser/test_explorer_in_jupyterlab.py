@@ -133,6 +133,15 @@ def test_quickstart_explorer_in_a_browser(lab, browser) -> None:
     wait_for_change(page, third, inside, threshold=10)  # the photo is hidden there
     occluded = wait_until_still(page)
     assert np.abs(occluded[outside] - third[outside]).mean() < 2  # and only there
+
+    # the metrics panel: deletion and insertion curves of the map on view, with their areas
+    metrics = explorer.locator(".xai-metrics")
+    metrics.locator("select").select_option(label="14 steps")
+    metrics.locator("button:has-text('deletion / insertion')").click()
+    expect(metrics).to_contain_text("deletion area", timeout=120_000)
+    plot = metrics.locator("img").first
+    expect(plot).to_be_visible()
+    assert plot.bounding_box()["width"] > 200
     ARTIFACTS.mkdir(exist_ok=True)
     explorer.screenshot(path=str(ARTIFACTS / "explorer.png"))
 

@@ -13,7 +13,7 @@ from tiny_models import PlainNet, bundle
 
 import xai_widgets as xw
 from xai_widgets import metrics
-from xai_widgets.metrics import Cancelled, MetricError
+from xai_widgets.metrics import Cancelled, MetricError, forward
 
 ONES = torch.ones(1, 3, 4, 4)
 
@@ -105,6 +105,15 @@ def test_batched_in_any_chunks_and_counted() -> None:
     shared = metrics.deletion_insertion(model, x, maps, [0, 1, 2], insertion_substrate="zeros")
     assert shared.forwards == 3 * 32  # deletion's last input is insertion's first
     torch.testing.assert_close(shared.deletion.scores[:, -1], shared.insertion.scores[:, 0])
+
+
+def test_default_chunk_size_fits_the_device() -> None:
+    assert forward.default_chunk_size(torch.device("cpu")) == 2
+    assert forward.default_chunk_size(torch.device("cuda")) == 32
+    seen: list[float] = []
+    metrics.deletion_insertion(bundle(PlainNet().eval(), size=16), torch.randn(1, 3, 16, 16),
+                               torch.randn(1, 4, 4), 0, progress=lambda f, _: seen.append(f))
+    assert len(seen) == 16  # 32 inputs in chunks of 2
 
 
 def test_progress_reports_and_cancels() -> None:

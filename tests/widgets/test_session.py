@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 
 import numpy as np
 import torch
 from probe_method import CALLS
+from support import wait_until
 
 import xai_widgets as xw
 from xai_widgets.session import LRU, Session
@@ -102,13 +102,6 @@ def test_value_at_and_occlusion(small) -> None:
     assert (occluded.occlusion.image[8:30, 16:40] == np.round(
         np.array(small.preprocessing.mean) * 255)).all()
     assert session.occlude(None).occlusion is None
-
-
-def wait_until(condition, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.01)
 
 
 def test_a_newer_job_supersedes_an_older_one(small, probes) -> None:

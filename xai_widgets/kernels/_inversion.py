@@ -123,8 +123,10 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def report_every(ctx: KernelContext, done: int, total: int, every: int,
-                 preview: torch.Tensor | None) -> None:
+                 preview: torch.Tensor | None, losses: torch.Tensor) -> None:
     """Report progress after step ``done`` of ``total`` every ``every`` steps and at the
-    end; may raise :class:`~xai_widgets.kernels.spec.Cancelled`."""
+    end, with the preview and the loss so far (``losses``: ``(N, total)``); may raise
+    :class:`~xai_widgets.kernels.spec.Cancelled`."""
     if done % every == 0 or done == total:
-        ctx.report(done / total, None if preview is None else preview.detach().float())
+        ctx.report(done / total, None if preview is None else preview.detach().float(),
+                   loss=losses[:, :done])

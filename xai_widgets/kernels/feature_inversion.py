@@ -137,7 +137,7 @@ def compute(ctx: KernelContext) -> KernelResult:
                 losses[:, i] = loss.detach()
             for group in optimiser.param_groups:  # the step after iteration i
                 group["lr"] = p["lr"] * p["lr_decay"] ** ((i + 1) // p["decay_every"])
-            report_every(ctx, i + 1, total, int(p["report_every"]), mask)
+            report_every(ctx, i + 1, total, int(p["report_every"]), mask, losses)
 
         with torch.no_grad():
             w_final = w.detach()

@@ -78,7 +78,7 @@ def compute(ctx: KernelContext) -> KernelResult:
             losses[:, i] = loss.detach()
             for group in optimiser.param_groups:  # /10 after steps 0, 40, 80, ...
                 group["lr"] = p["lr"] * p["lr_decay"] ** (i // p["decay_every"] + 1)
-            report_every(ctx, i + 1, total, int(p["report_every"]), x)
+            report_every(ctx, i + 1, total, int(p["report_every"]), x, losses)
         with torch.no_grad():
             final = x.detach()
             feature_loss = (probe.features(final) - target).flatten(1).pow(2).sum(1) \

@@ -86,10 +86,16 @@ class KernelContext:
     layer: str | None
     params: Mapping[str, Any]
     progress: Progress | None = None
+    #: series an optimisation reports as it goes (e.g. ``"loss"``: ``(N, steps so far)``),
+    #: for the caller to show next to the preview; the latest report's values
+    live: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def report(self, fraction: float, preview: torch.Tensor | None = None) -> None:
-        """Tell the caller how far an iterative kernel got (may raise :class:`Cancelled`)."""
+    def report(self, fraction: float, preview: torch.Tensor | None = None,
+               **series: torch.Tensor) -> None:
+        """Tell the caller how far an iterative kernel got, with an optional raw preview map
+        and live ``series`` (may raise :class:`Cancelled`)."""
         if self.progress is not None:
+            self.live.update({name: values.detach().cpu() for name, values in series.items()})
             self.progress(fraction, preview)
 
     @property

@@ -20,6 +20,7 @@ energy_pointing_game     share of the map's energy on the object (Wang et al. 20
 sanity_check             cascading model randomisation (Adebayo et al. 2018)
 evaluate_folder          all of these over a folder: resumable, shardable
 summarize                mean ± 95% CI per method × metric of results files
+area_table               deletion/insertion areas of a grid of maps (Compare.metrics)
 =======================  =========================================================
 """
 
@@ -41,10 +42,13 @@ from .sanity import Sanity, sanity_check
 from .similarity import hog, spearman, ssim
 from .subject import MetricError
 from .summary import Row, Summary, summarize, summarize_records
+from .table import AreaRow, AreaTable, area_table
 from .tradeoff import Tradeoff, tradeoff, tradeoff_figure
 
 __all__ = [
     "METRICS",
+    "AreaRow",
+    "AreaTable",
     "Cancelled",
     "Curve",
     "DeletionInsertion",
@@ -56,6 +60,7 @@ __all__ = [
     "Sanity",
     "Summary",
     "Tradeoff",
+    "area_table",
     "box_to_input",
     "boxes_to_masks",
     "deletion",

@@ -143,7 +143,8 @@ def deletion_insertion(
     target: Any = None, *, kinds: Sequence[Kind] = KINDS, pixels_per_step: int | None = None,
     deletion_substrate: Any = "zeros", insertion_substrate: Any = "blur",
     score: Score = "probability", channels: Channels | None = None,
-    polarity: Polarity | None = None, chunk_size: int = 8, progress: Progress | None = None,
+    polarity: Polarity | None = None, chunk_size: int | None = None,
+    progress: Progress | None = None,
 ) -> DeletionInsertion:
     """Deletion and insertion curves of maps, every step batched.
 
@@ -154,14 +155,16 @@ def deletion_insertion(
     ``channels``/``polarity``: how the raw map ranks pixels (default: as the method displays
     it; a ``positive`` display ranks by the raw signed values, which orders the same pixels
     the same way and breaks the ReLU's ties). ``chunk_size``: inputs per forward pass (memory
-    is bounded by it; 8 is fastest on a CPU, a GPU wants more). ``progress(fraction, None)``
-    is called after every chunk and may raise :class:`~xai_widgets.kernels.spec.Cancelled`.
+    is bounded by it; default :func:`~.forward.default_chunk_size`, 2 on a CPU, 32 on a GPU).
+    ``progress(fraction, None)`` is called after every chunk and may raise
+    :class:`~xai_widgets.kernels.spec.Cancelled`.
     """
     subj = subject(source, images, maps, target, channels, polarity)
     kinds = _check_kinds(kinds)
     if score not in SCORES:
         raise ParameterError(f"score must be 'probability' or 'logit', got {score!r}")
-    chunk_size = check_chunk_size(chunk_size)
+    chunk_size = forward.default_chunk_size(subj.bundle.device) if chunk_size is None \
+        else check_chunk_size(chunk_size)
     height, width = subj.size
     total = height * width
     step = width if pixels_per_step is None else pixels_per_step

@@ -6,6 +6,13 @@ import io
 from typing import Any
 
 
+def figure_png(figure: Any, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
 class ShowsFigure:
     """Mixin: ``_repr_png_`` draws ``self.figure()``, so a result is a plot in Jupyter."""
 
@@ -13,6 +20,4 @@ class ShowsFigure:
         raise NotImplementedError
 
     def _repr_png_(self) -> bytes:
-        buffer = io.BytesIO()
-        self.figure().savefig(buffer, format="png", dpi=100)
-        return buffer.getvalue()
+        return figure_png(self.figure())

@@ -6,7 +6,7 @@ makes the inputs of jobs ``start:stop``; :func:`target_scores` runs them through
 (:func:`xai_widgets.scope.eval_mode`, restored afterwards) and its lock held
 (:func:`xai_widgets.scope.model_lock`; a progress callback may pause it between chunks), so
 memory is bounded by the chunk size whatever the number of jobs, and calls ``progress``
-after every chunk.
+after every chunk. :func:`default_chunk_size` is the chunk size when the caller gives none.
 """
 
 from __future__ import annotations
@@ -37,6 +37,18 @@ class TargetScores:
     def get(self, score: str) -> torch.Tensor:
         """``"probability"`` or ``"logit"``, ``(J,)``."""
         return self.probability if score == "probability" else self.logit
+
+
+def default_chunk_size(device: torch.device) -> int:
+    """Inputs per forward pass when the caller gives none: 2 on a CPU, 32 on an accelerator.
+
+    On a CPU a larger batch saves arithmetic per input, but its activations (tens of MiB)
+    come from fresh pages that glibc's allocator hands back to the system after every chunk,
+    and the page faults cost more than batching saves: in
+    ``benchmarks/results/metrics.md`` batches of 2 beat batches of 1 and of 8 or more.
+    An accelerator needs large batches to be busy.
+    """
+    return 2 if device.type == "cpu" else 32
 
 
 def logits(bundle: ModelBundle, inputs: torch.Tensor, chunk_size: int) -> torch.Tensor:

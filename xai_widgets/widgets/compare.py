@@ -1,10 +1,11 @@
 """Compare: one image, a grid of methods × classes (or × layers, or × models), laid out like a
-figure of a paper, with the top classes and their probabilities; saves to PNG."""
+figure of a paper, with the top classes and their probabilities; saves to PNG. ``metrics()``
+adds the deletion and insertion areas of every cell (:mod:`xai_widgets.metrics.table`)."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,9 @@ from matplotlib.figure import Figure
 from ..errors import XaiError
 from ..explanation import Explanation
 from ..kernels import get_method
+from ..kernels.spec import Progress
+from ..metrics.deletion import Score
+from ..metrics.table import AreaTable, area_table
 from ..models import ModelBundle
 from ..session import Selection, Session
 
@@ -50,18 +54,49 @@ class Compare:
             target = _targets(classes, self.top)[0]
             self.columns = [(title, {**changes, "target": target})
                             for title, changes in self.columns]
-        self.grid: list[list[Explanation]] = [
-            [self._explain(method, changes) for _, changes in self.columns]
+        self.cells: list[list[Selection]] = [
+            [self.session._resolve(self.session.selection, {"method": method, **changes})
+             for _, changes in self.columns]
             for method in self.methods]
+        self.grid: list[list[Explanation]] = [
+            [self.session.explanation(selection) for selection in row] for row in self.cells]
+        self.areas: AreaTable | None = None
+        self._tables: dict[Hashable, AreaTable] = {}
 
-    def _explain(self, method: str, changes: dict[str, Any]) -> Explanation:
-        session = self.session
-        selection: Selection = session._resolve(session.selection, {"method": method, **changes})
-        return session.explanation(selection)
+    def metrics(self, pixels_per_step: int | None = None, score: Score = "probability",
+                chunk_size: int | None = None, progress: Progress | None = None,
+                **options: Any) -> AreaTable:
+        """The deletion and insertion areas of every cell (Petsiuk et al., RISE, BMVC 2018),
+        as a table: methods × columns, the best of each column in bold.
 
-    def figure(self) -> Figure:
+        Each map ranks the pixels as its cell shows it (the method's display with this
+        Compare's settings); the maps that share a column's model input and a map shape go
+        through :func:`~xai_widgets.metrics.deletion_insertion` as one batch.
+        ``pixels_per_step`` (default: the input width), ``score``, ``chunk_size`` and
+        ``options`` (``deletion_substrate``, ``insertion_substrate``, ``channels``,
+        ``polarity``) are those of :func:`~xai_widgets.metrics.deletion_insertion`.
+        Cached per options; the latest table also shows under the cells of :meth:`figure`.
+        """
+        key: Hashable = (pixels_per_step, score, chunk_size, tuple(sorted(options.items())))
+        # a tensor or an image as substrate is not a key (a tensor hashes by its id): no cache
+        cacheable = all(_plain(value) for value in (pixels_per_step, score, chunk_size,
+                                                    *options.values()))
+        table = self._tables.get(key) if cacheable else None
+        if table is None:
+            inputs = [self.session.prepared(s.model, s.image).inputs for s in self.cells[0]]
+            table = area_table(self.grid, inputs, [title for title, _ in self.columns],
+                               settings=self.settings, pixels_per_step=pixels_per_step,
+                               score=score, chunk_size=chunk_size, progress=progress,
+                               **options)
+            if cacheable:
+                self._tables[key] = table
+        self.areas = table
+        return table
+
+    def figure(self, areas: bool = True) -> Figure:
         """The grid as a matplotlib figure: the photo and its top classes, then one captioned
-        overlay per cell."""
+        overlay per cell; with ``areas``, once :meth:`metrics` has run, the latest areas
+        under each cell."""
         rows, columns = len(self.grid), len(self.columns)
         figure = Figure(figsize=(2.3 * (columns + 1), 2.4 * rows + 0.3), layout="constrained")
         axes = figure.subplots(rows, columns + 1, squeeze=False)
@@ -81,6 +116,10 @@ class Compare:
                     cell.set_title(self.columns[column][0], fontsize=9)
                 if column == 0:
                     cell.set_ylabel(explanation.method.label, fontsize=9)
+                if areas and self.areas is not None:
+                    measured = self.areas.cell(row, column)
+                    cell.set_xlabel(f"del {measured.deletion:.2f} · ins "
+                                    f"{measured.insertion:.2f}", fontsize=8)
         return figure
 
     def save(self, path: str | Path, dpi: int = 150) -> Path:
@@ -104,3 +143,10 @@ def _targets(classes: str | Sequence[Any], top: list[tuple[int, str, float]]) ->
             return [index for index, _, _ in top[:count]]
         return [classes]
     return list(classes)
+
+
+def _plain(value: Any) -> bool:
+    """Is ``value`` a cache key by value (None, bool, number, string, or a tuple of them)?"""
+    if isinstance(value, tuple):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))

@@ -21,12 +21,15 @@ import torch
 from ..errors import XaiError
 from ..images import sample_images
 from ..kernels import REGISTRY, get_method
+from ..metrics.figures import figure_png
 from ..models import EMBEDDED, ZOO, ModelBundle, load_model, weights_on_disk
 from ..session import Scene, Session
 from .canvas import CanvasView, png
 from .controls import STYLE, WIDE, ClassList, DisplayControls, parameter_controls
+from .metrics_panel import MetricsPanel
 
 DRAG_INTERVAL = 0.1  # seconds between two live occlusion updates while dragging
+LOSS_SIZE, LOSS_DPI = (4.2, 1.5), 100  # the loss curve of an optimisation: 420 × 150 pixels
 
 # The live app hides its static copy (kept for notebooks viewed without a kernel).
 CSS = """<style>
@@ -59,6 +62,7 @@ class Explorer:
         self._syncing = False
         self._last_drag = 0.0
         self._trailing: threading.Timer | None = None
+        self._view_lock = threading.RLock()
         self._param_controls: dict[str, widgets.ValueWidget] = {}
         self._layers_of: str | None = None
         self._build()
@@ -97,6 +101,10 @@ class Explorer:
         self.cancel = widgets.Button(description="cancel", icon="stop", layout=widgets.Layout(
             width="90px", display="none"))
         self.status = widgets.HTML()
+        self.loss_plot = widgets.Image(format="png", layout=widgets.Layout(
+            width=f"{round(LOSS_SIZE[0] * LOSS_DPI)}px", display="none"))
+        self._loss_shown: torch.Tensor | None = None
+        self.metrics = MetricsPanel(session)
 
         self.image.observe(lambda c: self._select(image=c["new"]), names="value")
         self.model.observe(lambda c: self._select(model=c["new"]), names="value")
@@ -113,9 +121,11 @@ class Explorer:
             widgets.HBox([self.image, self.upload]), self.model, self.method,
             self.method_help, self.params, self.layer, self.classes.widget,
             self.display_controls.widget,
-        ], layout=widgets.Layout(width="320px"))
+        ], layout=widgets.Layout(width="320px", flex="0 0 320px"))  # never squeezed
         picture = widgets.VBox([self.view.widget, self.caption, self.readout, self.reset,
-                                widgets.HBox([self.progress, self.cancel]), self.status])
+                                widgets.HBox([self.progress, self.cancel]), self.loss_plot,
+                                self.status, self.metrics.widget],
+                               layout=widgets.Layout(flex="0 0 auto", min_width=f"{self.width}px"))
         self.widget = widgets.HBox([widgets.HTML(CSS), controls, picture])
         self.widget.add_class("xai-explorer")
 
@@ -153,7 +163,8 @@ class Explorer:
         self.view.set_box(None)
         scene = self.session.select(**changes)
         if scene is None and self.session.scene is not None and not self.session.busy:
-            self._sync_controls(self.session.scene)  # refused: show what is really shown
+            with self._view_lock:  # refused: show what is really shown
+                self._sync_controls(self.session.scene)
 
     def _display(self, changes: dict[str, Any]) -> None:
         if not self._syncing:
@@ -207,8 +218,18 @@ class Explorer:
     # ------------------------------------------------------------------ session -> view
 
     def _event(self, event: str, payload: Any) -> None:
+        # events come from the comm thread, the job worker and the drag timer: one at a time,
+        # so that the widgets' state syncs never interleave
+        with self._view_lock:
+            self._follow(event, payload)
+
+    def _follow(self, event: str, payload: Any) -> None:
+        if event.startswith("metrics") or event == "scene":
+            self.metrics.event(event, payload)
         if event == "scene":
             self._show(payload)
+        elif event == "preview":
+            self._draw(payload)
         elif event == "status":
             self._set_status(*payload)
         elif event == "progress":
@@ -218,15 +239,28 @@ class Explorer:
             if busy:
                 self.progress.value = float(payload)
 
-    def _show(self, scene: Scene) -> None:
+    def _draw(self, scene: Scene) -> None:
+        """The picture, its caption and, for an optimisation, its loss curve so far."""
         occlusion = scene.occlusion
         photo = scene.frame.image if occlusion is None else occlusion.image
         key = (scene.selection.model, scene.selection.image,
                None if occlusion is None else occlusion.box)
         self.view.show(photo, scene.frame.heat, key)
+        self.caption.value = f"<b>{scene.frame.caption}</b>"
+        loss = scene.explanation.extras.get("loss")
+        if isinstance(loss, torch.Tensor) and loss.ndim == 2 and loss.shape[1] > 1:
+            if loss is not self._loss_shown:  # a display change keeps the plot
+                self.loss_plot.value = loss_png(loss[0])
+                self._loss_shown = loss
+            self.loss_plot.layout.display = ""
+        else:
+            self.loss_plot.layout.display = "none"
+
+    def _show(self, scene: Scene) -> None:
+        self._draw(scene)
+        occlusion = scene.occlusion
         explanation = scene.explanation
         target = scene.target
-        self.caption.value = f"<b>{scene.frame.caption}</b>"
         self.classes.show(scene.top, target, explanation.bundle.class_name(target),
                           float(explanation.probabilities[0, target]),
                           None if occlusion is None else occlusion.probabilities)
@@ -244,7 +278,8 @@ class Explorer:
             self.image.value = selection.image
             self.model.value = selection.model
             self.method.value = selection.method
-            self.method_help.value = (f"<small>{spec.summary}<br><i>{spec.paper}</i></small>")
+            self.method_help.value = (f'<div style="line-height: 1.3"><small>{spec.summary}'
+                                      f"<br><i>{spec.paper}</i></small></div>")
             if self._layers_of != selection.model:
                 default = bundle.layers.default
                 self.layer.options = [
@@ -272,6 +307,19 @@ class Explorer:
         icon = {"error": "⚠ ", "busy": "⏳ "}.get(level, "")
         self.status.value = (f'<span class="xai-status-{level}">{icon}{text}</span>'
                              if text else "")
+
+
+def loss_png(loss: torch.Tensor) -> bytes:
+    """The loss of an optimisation per iteration so far, ``(T,)``, as a small PNG plot."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=LOSS_SIZE, layout="constrained")
+    axes = figure.subplots()
+    axes.plot(range(1, len(loss) + 1), loss.float().numpy(), color="#2471a3")
+    axes.set_xlabel("iteration", fontsize=8)
+    axes.set_ylabel("loss", fontsize=8)
+    axes.tick_params(labelsize=7)
+    return figure_png(figure, LOSS_DPI)
 
 
 def _models(model: Any, zoo: bool) -> dict[str, ModelBundle | None]:
