@@ -11,7 +11,8 @@ from tiny_models import ARCHITECTURES, LinearNet, bundle
 from torch import nn
 
 import xai_widgets as xw
-from xai_widgets.kernels._iterative import gaussian_blur, quadrature
+from xai_widgets.blur import gaussian_blur
+from xai_widgets.kernels._iterative import quadrature
 from xai_widgets.kernels.spec import Cancelled
 
 REFERENCE = load_reference("integrated_gradients")

@@ -108,6 +108,12 @@ def test_gradient_views(app) -> None:
     for view in ("colour", "gray", "positive", "negative"):
         app.display_controls.gradient_view.value = view
         expect_frame(app, "photo0", method="guided_backprop")
+    controls = app.display_controls
+    controls.gradient_view.value = controls.gradient_view.options[0][1]  # "heat map"
+    controls.cmap.value = controls.cmap.options[0][1]  # "auto"
+    assert app.session.settings.gradient_view is None and app.session.settings.cmap is None
+    expect_frame(app, "photo0", method="guided_backprop")
+    assert controls.cmap.label == "auto" and controls.gradient_view.label == "heat map"
 
 
 def test_a_display_change_sends_only_the_heat_layer(app, monkeypatch) -> None:
@@ -199,3 +205,18 @@ def test_compare_grid(small, tmp_path) -> None:
     by_model = xw.Compare([small, small], image, methods=["cam"])
     assert len(by_model.columns) == 2
     assert grid._repr_png_()[:4] == b"\x89PNG"
+
+
+def test_compare_methods_with_their_own_parameters(small) -> None:
+    image = photos()["photo0"]
+    inversion = ("feature_inversion", {"iterations": 4, "step1_iterations": 2})
+    grid = xw.Compare(small, image, methods=["cam", inversion, "guided_backprop"],
+                      classes="top2")
+    assert grid.methods == ["cam", "feature_inversion", "guided_backprop"]
+    for column, target in enumerate(i for i, _, _ in grid.top[:2]):
+        direct = xw.explain(small, image, "feature_inversion", target=target, iterations=4,
+                            step1_iterations=2)
+        torch.testing.assert_close(grid.grid[1][column].map, direct.map)
+        assert grid.grid[1][column].params["iterations"] == 4
+    with pytest.raises(xw.ParameterError, match="iterations"):
+        xw.Compare(small, image, methods=[("feature_inversion", {"iterations": 0})])

@@ -3,7 +3,6 @@
 * :class:`Probe`: forward passes of new inputs through a user's model that record one
   layer's output, optionally stopping the pass there (a feature loss needs nothing deeper),
   under ``scope.eval_mode`` and ``scope.forward_hooks`` for the whole optimisation.
-* :func:`gaussian_blur`: a border-renormalised Gaussian blur of a batch.
 * :func:`report_every`: progress reports with a preview, every few steps.
 
 Nothing here touches the model's parameters: the optimised tensors are leaves the kernels
@@ -13,13 +12,11 @@ no parameter accumulates a ``.grad`` and autograd skips the weight gradients alt
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..models import ModelBundle
@@ -93,33 +90,6 @@ class Probe:
         if not isinstance(output, torch.Tensor):
             raise RuntimeError("the probed layer did not run in the forward pass")
         return output
-
-
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of ``(N, C, H, W)`` with standard deviation ``sigma`` pixels.
-
-    Separable, truncated at ``3σ``, zero padding renormalised by the blurred ones (the kernel
-    is cut at the borders and its remaining weights sum to one): a constant image stays
-    constant at any size, so blurring a normalised image equals normalising the blurred
-    photo. ``sigma = 0`` returns the images unchanged.
-    """
-    if sigma <= 0:
-        return images.clone()
-    h, w = images.shape[-2:]
-    radius = min(math.ceil(3 * sigma), max(h, w))
-    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    ones = torch.ones(1, 1, h, w, dtype=images.dtype, device=images.device)
-
-    def blur(x: torch.Tensor) -> torch.Tensor:
-        channels = x.shape[1]
-        rows = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
-        cols = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
-        x = F.conv2d(x, rows, padding=(0, radius), groups=channels)
-        return F.conv2d(x, cols, padding=(radius, 0), groups=channels)
-
-    return blur(images) / blur(ones)
 
 
 def report_every(ctx: KernelContext, done: int, total: int, every: int,

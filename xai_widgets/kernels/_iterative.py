@@ -14,15 +14,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..blur import gaussian_blur
 from ..errors import ModelError, ParameterError
 from ..images import Preprocessing
 from ..models import ModelBundle
@@ -125,19 +124,6 @@ def _user_baseline(tensor: torch.Tensor, inputs: torch.Tensor, method: str) -> t
     if not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
         raise ParameterError(f"{method}: the baseline must be a finite float tensor")
     return tensor.detach().to(inputs).expand_as(inputs).contiguous()
-
-
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(N, C, H, W)``, radius ``⌈3σ⌉``, replicated borders."""
-    radius = max(1, math.ceil(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    channels = images.shape[1]
-    out = F.pad(images, (radius, radius, 0, 0), mode="replicate")
-    out = F.conv2d(out, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
-    out = F.pad(out, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
 
 
 # ---------------------------------------------------------------------------- quadrature

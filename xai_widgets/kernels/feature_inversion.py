@@ -41,9 +41,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..blur import gaussian_blur
 from ..errors import ParameterError
 from ..render import RenderSettings
-from ._inversion import Probe, gaussian_blur, report_every
+from ._inversion import Probe, report_every
 from .spec import KernelContext, KernelResult, MethodSpec, Param
 
 #: upper bound of the projection of ``w`` (the authors' clamp)
@@ -78,7 +79,7 @@ def background(inputs: torch.Tensor, kind: str, sigma: float, seed: int) -> torc
     of the image, ``sigma`` in input pixels), ``"mean"`` (zeros: the normalisation's mean
     colour) or ``"noise"`` (standard normal noise from a generator seeded by ``seed``)."""
     if kind == "blur":
-        return gaussian_blur(inputs, sigma)
+        return gaussian_blur(inputs, sigma, border="renormalise")
     if kind == "mean":
         return torch.zeros_like(inputs)
     generator = torch.Generator().manual_seed(seed)  # on the CPU: the same on any device

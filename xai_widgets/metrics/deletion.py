@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .. import blur
 from ..errors import ParameterError, did_you_mean
 from ..explanation import Explanation
 from ..kernels.spec import Progress
@@ -234,21 +234,12 @@ def substrate(kind: Any, subj: Subject, blur_size: int = 11, blur_sigma: float =
 
 
 def gaussian_blur(inputs: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """Per-channel Gaussian blur of ``(N, C, H, W)`` (odd ``size``, reflected borders)."""
+    """RISE's insertion substrate: a per-channel Gaussian blur of ``(N, C, H, W)`` with an
+    odd ``size`` × ``size`` kernel and mirrored borders (RISE pads with zeros instead)."""
     if size < 1 or size % 2 == 0 or sigma <= 0:
         raise ParameterError(f"a blur needs an odd size >= 1 and sigma > 0, got size {size}, "
                              f"sigma {sigma}")
-    radius = size // 2
-    offsets = torch.arange(size, dtype=inputs.dtype, device=inputs.device) - radius
-    kernel = torch.exp(-offsets.square() / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    channels = inputs.shape[1]
-    mode = "reflect" if min(inputs.shape[-2:]) > radius else "replicate"
-    padded = F.pad(inputs, (radius,) * 4, mode=mode)
-    rows = F.conv2d(padded, kernel.view(1, 1, 1, size).expand(channels, 1, 1, size),
-                    groups=channels)
-    return F.conv2d(rows, kernel.view(1, 1, size, 1).expand(channels, 1, size, 1),
-                    groups=channels)
+    return blur.gaussian_blur(inputs, sigma, radius=size // 2, border="reflect")
 
 
 class _Plan:

@@ -24,19 +24,24 @@ from ..session import Selection, Session
 class Compare:
     """Explanations of one image side by side; every cell shares the traces of its model.
 
-    Rows are ``methods``; columns are ``classes`` (``"topK"`` for the K most probable, or a
-    list of indices/names), or ``layers`` (one class), or the models when ``model`` is a list.
+    Rows are ``methods``: names, or ``(name, params)`` pairs for a method with parameters
+    of its own (e.g. ``("feature_inversion", {"iterations": 40})``); columns are ``classes``
+    (``"topK"`` for the K most probable, or a list of indices/names), or ``layers`` (one
+    class), or the models when ``model`` is a list.
     ``settings`` are :class:`~xai_widgets.render.RenderSettings` fields applied to every cell
     (each method keeps its own default rendering otherwise).
     """
 
-    def __init__(self, model: Any, image: Any, methods: Sequence[str] = ("grad_cam",
-                 "guided_backprop"), classes: str | Sequence[Any] = "top3",
+    def __init__(self, model: Any, image: Any,
+                 methods: Sequence[str | tuple[str, dict[str, Any]]] = ("grad_cam",
+                                                                        "guided_backprop"),
+                 classes: str | Sequence[Any] = "top3",
                  layers: Sequence[str] | None = None, top_k: int = 5, **settings: Any) -> None:
         models = list(model) if isinstance(model, (list, tuple)) else [model]
         bundles = {f"{i}:{b.name}": b for i, b in enumerate(ModelBundle.wrap(m) for m in models)}
         self.session = Session(bundles, {"image": image}, threaded=False, top_k=top_k)
-        self.methods = [get_method(m).name for m in methods]
+        rows = [(m, {}) if isinstance(m, str) else (m[0], dict(m[1])) for m in methods]
+        self.methods = [get_method(name).name for name, _ in rows]
         self.settings = settings
         first = next(iter(bundles))
         base = self.session.explanation(self.session._resolve(self.session.selection,
@@ -55,9 +60,10 @@ class Compare:
             self.columns = [(title, {**changes, "target": target})
                             for title, changes in self.columns]
         self.cells: list[list[Selection]] = [
-            [self.session._resolve(self.session.selection, {"method": method, **changes})
+            [self.session._resolve(self.session.selection,
+                                   {"method": method, "params": params, **changes})
              for _, changes in self.columns]
-            for method in self.methods]
+            for method, (_, params) in zip(self.methods, rows, strict=True)]
         self.grid: list[list[Explanation]] = [
             [self.session.explanation(selection) for selection in row] for row in self.cells]
         self.areas: AreaTable | None = None

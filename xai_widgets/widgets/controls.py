@@ -110,13 +110,18 @@ def _bar(probability: float, after: float | None) -> str:
             f"<span>{html.escape(text)}</span></div>")
 
 
+#: the option value of "the method's default" (``None`` in RenderSettings): a string, because
+#: a Dropdown option whose value is None can show as a blank selection in the browser
+_DEFAULT = "default"
+
+
 class DisplayControls:
     """Colormap, opacity, polarity, channel reduction, gradient view, percentile clip."""
 
     def __init__(self, on_change: Callable[[dict[str, Any]], None]) -> None:
         self._on_change = on_change
         self.cmap = widgets.Dropdown(
-            options=[("auto", None), *[(c, c) for c in UNSIGNED_COLORMAPS + SIGNED_COLORMAPS]],
+            options=[("auto", _DEFAULT), *[(c, c) for c in UNSIGNED_COLORMAPS + SIGNED_COLORMAPS]],
             description="colormap", style=STYLE, layout=WIDE)
         self.opacity = widgets.FloatSlider(0.5, min=0, max=1, step=0.05, description="opacity",
                                            style=STYLE, layout=WIDE)
@@ -125,7 +130,7 @@ class DisplayControls:
         self.channels = widgets.Dropdown(options=list(CHANNELS), description="channels",
                                          style=STYLE, layout=WIDE)
         self.gradient_view = widgets.Dropdown(
-            options=[("heat map", None), *[(v, v) for v in GRADIENT_VIEWS]],
+            options=[("heat map", _DEFAULT), *[(v, v) for v in GRADIENT_VIEWS]],
             description="rendering", style=STYLE, layout=WIDE)
         self.clip_percentile = widgets.FloatSlider(100, min=90, max=100, step=0.5,
                                                    description="clip at pct", style=STYLE,
@@ -134,13 +139,15 @@ class DisplayControls:
                        "channels": self.channels, "gradient_view": self.gradient_view,
                        "clip_percentile": self.clip_percentile}
         for name, control in self.fields.items():
-            control.observe(lambda change, n=name: self._on_change({n: change["new"]}),
-                            names="value")
+            control.observe(lambda change, n=name: self._on_change(
+                {n: None if change["new"] == _DEFAULT else change["new"]}), names="value")
         self.widget = widgets.VBox([widgets.HTML("<b>Display</b>"), *self.fields.values()])
 
     def show(self, settings: Any, per_channel: bool) -> None:
         for name, control in self.fields.items():
-            if control.value != getattr(settings, name):
-                control.value = getattr(settings, name)
+            value = getattr(settings, name)
+            value = _DEFAULT if value is None else value
+            if control.value != value:
+                control.value = value
         for control in (self.channels, self.gradient_view):
             control.disabled = not per_channel
