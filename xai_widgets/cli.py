@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--pixels-per-step", type=int, default=None,
                           help="deletion/insertion step (default: the input width)")
     evaluate.add_argument("--score", default="probability", choices=["probability", "logit"])
-    evaluate.add_argument("--chunk-size", type=int, default=8, help="inputs per forward pass")
+    evaluate.add_argument("--chunk-size", type=int, default=None,
+                          help="inputs per forward pass (default: 2 on a CPU, 32 on a GPU)")
     evaluate.add_argument("--no-plots", action="store_true", help="do not save the plots")
     evaluate.set_defaults(run=_evaluate)
     return parser

@@ -163,8 +163,7 @@ def deletion_insertion(
     kinds = _check_kinds(kinds)
     if score not in SCORES:
         raise ParameterError(f"score must be 'probability' or 'logit', got {score!r}")
-    chunk_size = forward.default_chunk_size(subj.bundle.device) if chunk_size is None \
-        else check_chunk_size(chunk_size)
+    chunk_size = check_chunk_size(chunk_size, subj.bundle.device)
     height, width = subj.size
     total = height * width
     step = width if pixels_per_step is None else pixels_per_step

@@ -89,7 +89,7 @@ def evaluate_folder(
     layer: str | None = None, method_params: dict[str, dict[str, Any]] | None = None,
     pixels_per_step: int | None = None, deletion_substrate: str = "zeros",
     insertion_substrate: str = "blur", score: str = "probability", tolerance: float = 15.0,
-    thresholds: Sequence[float] = (0.0,), sanity_stages: int = 4, chunk_size: int = 8,
+    thresholds: Sequence[float] = (0.0,), sanity_stages: int = 4, chunk_size: int | None = None,
     progress: Progress | bool = True, plots: bool = True,
 ) -> FolderRun:
     """Evaluate ``methods`` with ``metrics`` on every image of a folder (or of a shard).

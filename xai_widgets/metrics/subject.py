@@ -20,6 +20,7 @@ from ..errors import ParameterError, XaiError
 from ..explanation import Explanation
 from ..models import ModelBundle
 from ..render import Channels, Polarity, RenderSettings, scalar_map, upsample
+from .forward import default_chunk_size
 
 
 class MetricError(XaiError, ValueError):
@@ -132,7 +133,11 @@ def ranking_polarity(display: RenderSettings) -> Polarity:
     return "signed" if display.polarity == "positive" else display.polarity
 
 
-def check_chunk_size(chunk_size: int) -> int:
+def check_chunk_size(chunk_size: int | None, device: torch.device) -> int:
+    """Inputs per forward pass: ``chunk_size`` checked, or for ``None`` the default of
+    ``device`` (:func:`.forward.default_chunk_size`)."""
+    if chunk_size is None:
+        return default_chunk_size(device)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ParameterError(f"chunk_size must be a positive integer (inputs per forward "
                              f"pass), got {chunk_size!r}")

@@ -86,14 +86,14 @@ def tradeoff_figure(results: Mapping[str, Tradeoff], rate: str = "top1") -> Figu
 def tradeoff(source: Explanation | ModelBundle | nn.Module, images: Any = None,
              maps: Any = None, target: Any = None, *, thresholds: Sequence[float] = (0.0,),
              channels: Channels | None = None, polarity: Polarity | None = None,
-             chunk_size: int = 8, progress: Progress | None = None) -> Tradeoff:
+             chunk_size: int | None = None, progress: Progress | None = None) -> Tradeoff:
     """Amount of activation and re-identification of ``x ⊙ ĥ_τ`` for every threshold.
 
     Arguments as :func:`~xai_widgets.metrics.deletion_insertion`; ``thresholds``: values of
     τ in [0, 1). The target defaults to the explained class (the predicted one for bare maps).
     """
     subj = subject(source, images, maps, target, channels, polarity)
-    chunk_size = check_chunk_size(chunk_size)
+    chunk_size = check_chunk_size(chunk_size, subj.bundle.device)
     levels = torch.tensor([float(t) for t in thresholds], dtype=torch.float32)
     if levels.numel() == 0 or not bool(((levels >= 0) & (levels < 1)).all()):
         raise ParameterError(f"thresholds must be values in [0, 1), got {list(thresholds)!r}")
