@@ -41,7 +41,7 @@ def explain(model: ModelBundle | nn.Module, images: Any, method: str | MethodSpe
     if spec.needs_layer or layer is not None:
         layer_name = bundle.layers.resolve(layer, bundle.model)
     traces = TraceSet(bundle, batch.inputs, [layer_name] if layer_name else [],
-                      with_graph=spec.needs_gradient)
+                      with_graph=spec.needs_gradient, one_shot=not spec.reuses_graph)
     with model_lock(bundle.model):
         targets = resolve_targets(target, traces.any(spec.rules[0]).logits.detach(),
                                   bundle.class_names)

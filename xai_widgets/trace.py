@@ -198,7 +198,7 @@ class TraceSet:
         self.bundle = bundle
         self.inputs = inputs
         self.with_graph = with_graph
-        #: the traces serve one backward each (a chunk of an iterative kernel): only the
+        #: the traces serve one backward each (explain(), a chunk of an iterative kernel): only the
         #: layers asked for are recorded and the graph is not retained
         self.one_shot = one_shot
         self._layers = set(layers)

@@ -228,6 +228,7 @@ SPEC = MethodSpec(
         Param("chunk_size", 64, int, "cells per batched Hessian-vector product when no "
               "closed form applies", low=1, high=100_000),
     ),
+    reuses_graph=True,
     summary="Activation times positive gradient plus the second-order (Hessian) term of "
             "the class score, per cell of a layer.",
 )

@@ -140,6 +140,9 @@ class MethodSpec:
     params: tuple[Param, ...] = ()
     per_channel: bool = False
     needs_gradient: bool = True
+    #: the kernel runs several backwards through one trace's graph; otherwise ``explain()``
+    #: frees each part of the graph as its backward passes it (a lower peak of memory)
+    reuses_graph: bool = False
     summary: str = ""
 
     def defaults(self) -> dict[str, Any]:
