@@ -109,7 +109,31 @@ def test_float_tensor_is_the_model_input_as_is() -> None:
     x = torch.randn(2, 3, 32, 32)
     batch = prepare(x, IMAGENET)
     assert torch.equal(batch.inputs, x)
+    assert batch.inputs.data_ptr() == x.data_ptr()  # not copied: memory is the user's
     assert batch.display.shape == (2, 32, 32, 3)
+    stacked = prepare([x[0], x[1]], IMAGENET).inputs  # a list is stacked into a new batch
+    assert torch.equal(stacked, x) and stacked.data_ptr() != x.data_ptr()
+
+
+class ScalesItsInputInPlace(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.fc = torch.nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.mul_(2) if not x.requires_grad else x * 2
+        return self.fc(self.conv(x).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("method", ["grad_cam", "saliency", "cam"])
+def test_a_model_that_writes_to_its_input_never_changes_the_users(method) -> None:
+    from tiny_models import bundle
+
+    x = torch.randn(2, 3, 16, 16)
+    before = x.clone()
+    xw.explain(bundle(ScalesItsInputInPlace()), x, method)
+    assert torch.equal(x, before)
 
 
 def test_a_list_is_a_batch() -> None:

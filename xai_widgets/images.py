@@ -103,9 +103,11 @@ def prepare(images: Any, preprocessing: Preprocessing, display_scale: int = 2) -
     inputs: list[torch.Tensor] = []
     displays: list[np.ndarray] = []
     names: list[str] = []
+    whole: torch.Tensor | None = None
     for index, item in enumerate(items):
         if isinstance(item, torch.Tensor) and item.is_floating_point():
             batch = _check_model_input(item, index)
+            whole = batch if len(items) == 1 else None
             inputs.extend(batch)
             shown = (preprocessing.denormalise(batch) * 255).round().to(torch.uint8)
             displays.extend(shown.permute(0, 2, 3, 1).cpu().numpy())
@@ -122,7 +124,10 @@ def prepare(images: Any, preprocessing: Preprocessing, display_scale: int = 2) -
         height, width = int(inputs[0].shape[-2]), int(inputs[0].shape[-1])
         displays = [np.asarray(Image.fromarray(d).resize((width, height), _PIL_FILTERS["bicubic"]))
                     for d in displays]
-    return PreparedBatch(torch.stack(inputs), np.stack(displays), names)
+    # one float batch is the model input as it is, not copied (whatever writes to a model
+    # input works on a copy, e.g. a Trace clones the input it differentiates)
+    model_input = whole if whole is not None else torch.stack(inputs)
+    return PreparedBatch(model_input, np.stack(displays), names)
 
 
 def to_pil(item: Any, index: int = 0) -> tuple[Image.Image, str]:
