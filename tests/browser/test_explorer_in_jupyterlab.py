@@ -142,6 +142,20 @@ def test_quickstart_explorer_in_a_browser(lab, browser) -> None:
     plot = metrics.locator("img").first
     expect(plot).to_be_visible()
     assert plot.bounding_box()["width"] > 200
+
+    # an optimisation runs as a job on a worker thread: its mask and loss curve update live
+    dropdown(page, "method").select_option(label="Guided feature inversion")
+    expect(explorer.locator(".xai-caption")).to_contain_text("% done", timeout=120_000)
+    expect(explorer.locator(".xai-caption")).not_to_contain_text("% done", timeout=300_000)
+    expect(explorer.locator(".xai-caption")).to_contain_text("Guided feature inversion")
+    expect(explorer).to_contain_text("Du, Liu, Song, Hu")  # the controls follow the scene
+    loss = explorer.locator(".xai-loss")
+    expect(loss).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    explorer.screenshot(path=str(ARTIFACTS / "optimisation.png"))
+    dropdown(page, "method").select_option(label="Grad-CAM")
+    expect(explorer.locator(".xai-caption")).to_contain_text("Grad-CAM", timeout=60_000)
+    occluded = wait_until_still(page)
     ARTIFACTS.mkdir(exist_ok=True)
     explorer.screenshot(path=str(ARTIFACTS / "explorer.png"))
 

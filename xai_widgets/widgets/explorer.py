@@ -103,6 +103,7 @@ class Explorer:
         self.status = widgets.HTML()
         self.loss_plot = widgets.Image(format="png", layout=widgets.Layout(
             width=f"{round(LOSS_SIZE[0] * LOSS_DPI)}px", display="none"))
+        self.loss_plot.add_class("xai-loss")
         self._loss_shown: torch.Tensor | None = None
         self.metrics = MetricsPanel(session)
 
