@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
                 "medians over rounds of the ratio to the floor in the same round. Command: "
                 f"`python -m benchmarks.bench_attribution {' '.join(argv or sys.argv[1:])}`."
                 "\n",
-                _machine()]
+                harness.machine_table(PACKAGES)]
     timed = partial(_timed, repeats=repeats, warmup=args.warmup, clock=clock)
     if "sweep" in parts:
         sections.append(_sweep(bundle, photo, clock, quick=args.quick))
@@ -99,17 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     if "2ndg" in parts:
         sections.append(_gradient_hessian(bundle, photo, timed))
     report = "\n".join(sections)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(report)
-    print(report)
+    harness.publish(report, args.out)
 
 
 # ---------------------------------------------------------------------------- plumbing
-
-
-def _machine() -> str:
-    info = harness.machine(PACKAGES)
-    return harness.markdown_table(["", ""], [[k, v] for k, v in info.items()]) + "\n"
 
 
 def _timed(cases: dict[str, Callable[[], object]], *, repeats: int, warmup: int,

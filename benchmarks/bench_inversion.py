@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"forward+backward of the same model at the same batch. The machine may be shared: "
                 f"ratios can move by about ±0.1 between runs. Command: `python -m "
                 f"benchmarks.bench_inversion{' --quick' if args.quick else ''}`.\n",
-                _machine()]
+                harness.machine_table(PACKAGES)]
     if "fi" in parts:
         sections.append(_feature_inversion(bundle, inputs, iterations, timed, clock))
     if "ir" in parts:
@@ -87,17 +87,10 @@ def main(argv: list[str] | None = None) -> None:
     if "lw" in parts:
         sections.append(_layerwise_inverse(args.batch, iterations, timed, clock, args.quick))
     report = "\n".join(sections)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(report)
-    print(report)
+    harness.publish(report, args.out)
 
 
 # ---------------------------------------------------------------------------- plumbing
-
-
-def _machine() -> str:
-    info = harness.machine(PACKAGES)
-    return harness.markdown_table(["", ""], [[k, v] for k, v in info.items()]) + "\n"
 
 
 def _kernel(bundle: xw.ModelBundle, inputs: torch.Tensor, method: str, layer: str | None,

@@ -90,9 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     seconds = harness.interleaved(cases, repeats=args.repeats, warmup=args.warmup,
                                   clock=clock)
     report = _report(seconds, memory, sweep, inputs, bundle.name, args)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(report)
-    print(report)
+    harness.publish(report, args.out)
 
 
 def _cases(bundle: xw.ModelBundle, photo: torch.Tensor, explanation: xw.Explanation,

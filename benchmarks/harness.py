@@ -115,7 +115,7 @@ def machine(packages: Sequence[str] = ()) -> dict[str, str]:
     return info
 
 
-def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -123,3 +123,15 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
 
 def _cell(value: object) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def machine_table(packages: Sequence[str] = ()) -> str:
+    """:func:`machine` as a two-column Markdown table."""
+    return markdown_table(["", ""], [[k, v] for k, v in machine(packages).items()]) + "\n"
+
+
+def publish(report: str, out: str | Path) -> None:
+    """Write a Markdown report to ``out`` (folders made as needed) and print it."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(report)
+    print(report)
