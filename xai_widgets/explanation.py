@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,13 +10,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .figures import ShowsFigure
 from .kernels.spec import MethodSpec
 from .models import ModelBundle
 from .render import Frame, RenderSettings, render_maps
 
 
 @dataclass
-class Explanation:
+class Explanation(ShowsFigure):
     """A raw map for a batch of images and everything needed to read it.
 
     ``map``: float32, raw and signed, ``(N, h, w)`` or ``(N, C, H, W)`` for per-channel
@@ -105,11 +105,6 @@ class Explanation:
         else:
             self.figure(**settings).savefig(path, dpi=150)
         return path
-
-    def _repr_png_(self) -> bytes:
-        buffer = io.BytesIO()
-        self.figure().savefig(buffer, format="png", dpi=100)
-        return buffer.getvalue()
 
     def __repr__(self) -> str:
         shape = "×".join(str(s) for s in self.map.shape)

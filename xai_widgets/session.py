@@ -157,7 +157,7 @@ class _Job:
     model: str
     compute: Callable[[JobProgress], Any]
     done: Callable[[Any], None]
-    preview: Callable[[float, Any], None] | None = None
+    preview: JobProgress | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def progress_event(self, fraction: float | None) -> tuple[Event, Any]:
@@ -401,10 +401,14 @@ class Session:
         """Cancel every job: what they compute is no longer what is asked for."""
         self._drop("explain", "curves", "sanity")
 
+    def _live_jobs(self) -> list[_Job]:
+        """The running and the waiting jobs that are not cancelled (hold ``_wake``)."""
+        return [job for job in (self._job, *self._queue)
+                if job is not None and not job.cancelled.is_set()]
+
     def _drop(self, *kinds: JobKind) -> None:
         with self._wake:
-            dropped = [job for job in (self._job, *self._queue)
-                       if job is not None and job.kind in kinds and not job.cancelled.is_set()]
+            dropped = [job for job in self._live_jobs() if job.kind in kinds]
             for job in dropped:
                 job.cancelled.set()
             self._queue = deque(job for job in self._queue if job.kind not in kinds)
@@ -415,8 +419,7 @@ class Session:
     def busy(self) -> bool:
         """True while an explanation job runs or waits."""
         with self._wake:
-            return any(job is not None and job.kind == "explain" and not job.cancelled.is_set()
-                       for job in (self._job, *self._queue))
+            return any(job.kind == "explain" for job in self._live_jobs())
 
     # ------------------------------------------------------------------ internals
 
@@ -491,8 +494,7 @@ class Session:
             self._emit("metrics", Measured(kind, scene.selection, cached))
             return cached
         with self._wake:
-            if any(job is not None and job.key == key and not job.cancelled.is_set()
-                   for job in (self._job, *self._queue)):
+            if any(job.key == key for job in self._live_jobs()):
                 return None
 
         def done(result: DeletionInsertion | Sanity) -> None:

@@ -75,12 +75,6 @@ def target_score(logits: torch.Tensor, targets: torch.Tensor, score: str) -> tor
     return logits.float()[rows, targets]
 
 
-def check_chunk(method: str, chunk_size: int) -> int:
-    if chunk_size < 1:
-        raise ParameterError(f"{method}: chunk_size must be at least 1, got {chunk_size}")
-    return int(chunk_size)
-
-
 # ---------------------------------------------------------------------------- baselines
 
 

@@ -40,7 +40,6 @@ from ._iterative import (
     BASELINES,
     QUADRATURES,
     baseline,
-    check_chunk,
     chunks,
     inference,
     logits_of,
@@ -94,7 +93,7 @@ def integrated_path_gradients(ctx: KernelContext, start: torch.Tensor, end: torc
     ``preview(partial_sum)`` -> a preview map for the progress report."""
     p = ctx.params
     points, weights = quadrature(p["quadrature"], p["n_steps"], method)
-    chunk_size = check_chunk(method, p["chunk_size"])
+    chunk_size = int(p["chunk_size"])
     bundle = ctx.traces.bundle
     images, steps = len(start), len(points)
     alphas = torch.tensor(points, dtype=start.dtype, device=start.device)

@@ -35,7 +35,7 @@ from torch import nn
 from ..render import RenderSettings
 from ..scope import eval_mode, forward_hooks
 from ..trace import TraceSet
-from ._iterative import check_chunk, chunks, inference, model_input, quadrature
+from ._iterative import chunks, inference, model_input, quadrature
 from .integrated_gradients import (
     baselines_of,
     completeness,
@@ -82,7 +82,7 @@ def _activation_path(ctx: KernelContext, x: torch.Tensor, start: torch.Tensor,
     p = ctx.params
     assert ctx.layer is not None
     points, weights = quadrature(p["quadrature"], p["n_steps"], NAME)
-    chunk_size = check_chunk(NAME, p["chunk_size"])
+    chunk_size = int(p["chunk_size"])
     bundle = ctx.traces.bundle
     module = dict(bundle.model.named_modules())[ctx.layer]
     images, steps = len(x), len(points)

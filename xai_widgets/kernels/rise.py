@@ -35,7 +35,6 @@ from ._iterative import (
     BASELINES,
     SCORES,
     baseline,
-    check_chunk,
     chunks,
     generator,
     inference,
@@ -86,7 +85,7 @@ def compute(ctx: KernelContext) -> KernelResult:
                              "something), got 0; the paper uses 0.5")
     masks = Masks(count, int(p["grid_size"]), keep, (height, width), int(p["seed"]),
                   x.device, x.dtype)
-    per_chunk = max(1, check_chunk(NAME, p["chunk_size"]) // images)
+    per_chunk = max(1, int(p["chunk_size"]) // images)
     targets = ctx.target_index.repeat(per_chunk)
     saliency = torch.zeros(images, height * width, dtype=torch.float32, device=x.device)
     difference = x - fill

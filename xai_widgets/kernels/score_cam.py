@@ -32,7 +32,6 @@ from ..render import RenderSettings
 from ._iterative import (
     SCORES,
     baseline,
-    check_chunk,
     chunks,
     inference,
     logits_of,
@@ -67,7 +66,7 @@ def compute(ctx: KernelContext) -> KernelResult:
     image_index, channel_index = usable.nonzero(as_tuple=True)
     jobs = len(image_index)
     weights = torch.zeros(images, channels, dtype=torch.float32, device=activation.device)
-    chunk_size = check_chunk(NAME, p["chunk_size"])
+    chunk_size = int(p["chunk_size"])
     targets = ctx.target_index.to(activation.device)
     with inference(bundle):
         for start, stop in chunks(jobs, chunk_size):

@@ -36,7 +36,7 @@ import torch
 from ..errors import ParameterError
 from ..render import RenderSettings
 from ..trace import TraceSet
-from ._iterative import check_chunk, chunks, generator, model_input
+from ._iterative import chunks, generator, model_input
 from .spec import KernelContext, KernelResult, MethodSpec, Param
 
 NAME = "smoothgrad"
@@ -62,7 +62,7 @@ def compute(ctx: KernelContext) -> KernelResult:
     base_params = base.validate(
         {"n_steps": p["base_steps"], "chunk_size": p["chunk_size"]}
         if base.name == "integrated_gradients" else {})
-    chunk_size = check_chunk(NAME, p["chunk_size"])
+    chunk_size = int(p["chunk_size"])
     bundle = ctx.traces.bundle
     x = model_input(bundle, ctx.traces.inputs)
     images, samples = len(x), int(p["n_samples"])

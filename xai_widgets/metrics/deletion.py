@@ -39,12 +39,12 @@ from torch import nn
 from .. import blur
 from ..errors import ParameterError, did_you_mean
 from ..explanation import Explanation
+from ..figures import ShowsFigure
 from ..kernels.spec import Progress
 from ..models import ModelBundle
 from ..render import Channels, Polarity
 from ..targets import resolve_targets
 from . import forward
-from .figures import ShowsFigure
 from .subject import MetricError, Subject, check_chunk_size, ranking_polarity, subject
 
 if TYPE_CHECKING:

@@ -30,12 +30,12 @@ from torch import nn
 from ..errors import ModelError, ParameterError, did_you_mean
 from ..explain import explain
 from ..explanation import Explanation
+from ..figures import ShowsFigure
 from ..kernels.spec import MethodSpec, Progress
 from ..models import ModelBundle
 from ..render import RenderSettings, normalise, scalar_map, upsample
 from ..scope import eval_mode, forward_hooks, model_lock
 from . import similarity as sim
-from .figures import ShowsFigure
 from .subject import MetricError, ranking_polarity
 
 if TYPE_CHECKING:

@@ -24,12 +24,12 @@ from torch import nn
 
 from ..errors import ParameterError
 from ..explanation import Explanation
+from ..figures import ShowsFigure
 from ..kernels.spec import Progress
 from ..models import ModelBundle
 from ..render import Channels, Polarity, normalise
 from ..targets import resolve_targets
 from . import forward
-from .figures import ShowsFigure
 from .subject import check_chunk_size, subject
 
 if TYPE_CHECKING:

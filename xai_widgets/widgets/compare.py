@@ -4,7 +4,6 @@ adds the deletion and insertion areas of every cell (:mod:`xai_widgets.metrics.t
 
 from __future__ import annotations
 
-import io
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from matplotlib.figure import Figure
 
 from ..errors import XaiError
 from ..explanation import Explanation
+from ..figures import ShowsFigure
 from ..kernels import get_method
 from ..kernels.spec import Progress
 from ..metrics.deletion import Score
@@ -21,7 +21,7 @@ from ..models import ModelBundle
 from ..session import Selection, Session
 
 
-class Compare:
+class Compare(ShowsFigure):
     """Explanations of one image side by side; every cell shares the traces of its model.
 
     Rows are ``methods``: names, or ``(name, params)`` pairs for a method with parameters
@@ -132,11 +132,6 @@ class Compare:
         path = Path(path)
         self.figure().savefig(path, dpi=dpi)
         return path
-
-    def _repr_png_(self) -> bytes:
-        buffer = io.BytesIO()
-        self.figure().savefig(buffer, format="png", dpi=100)
-        return buffer.getvalue()
 
 
 def _targets(classes: str | Sequence[Any], top: list[tuple[int, str, float]]) -> list[Any]:

@@ -19,14 +19,14 @@ import ipywidgets as widgets
 import torch
 
 from ..errors import XaiError
+from ..figures import figure_png
 from ..images import sample_images
 from ..kernels import REGISTRY, get_method
-from ..metrics.figures import figure_png
 from ..models import EMBEDDED, ZOO, ModelBundle, load_model, weights_on_disk
 from ..session import Scene, Session
 from .canvas import CanvasView, png
 from .controls import STYLE, WIDE, ClassList, DisplayControls, parameter_controls
-from .metrics_panel import MetricsPanel
+from .metrics_panel import MetricsPanel, show_png
 
 DRAG_INTERVAL = 0.1  # seconds between two live occlusion updates while dragging
 LOSS_SIZE, LOSS_DPI = (4.2, 1.5), 100  # the loss curve of an optimisation: 420 × 150 pixels
@@ -101,8 +101,7 @@ class Explorer:
         self.cancel = widgets.Button(description="cancel", icon="stop", layout=widgets.Layout(
             width="90px", display="none"))
         self.status = widgets.HTML()
-        self.loss_plot = widgets.Image(format="png", layout=widgets.Layout(
-            width=f"{round(LOSS_SIZE[0] * LOSS_DPI)}px", display="none"))
+        self.loss_plot = widgets.Image(format="png", layout=widgets.Layout(display="none"))
         self.loss_plot.add_class("xai-loss")
         self._loss_shown: torch.Tensor | None = None
         self.metrics = MetricsPanel(session)
@@ -251,7 +250,7 @@ class Explorer:
         loss = scene.explanation.extras.get("loss")
         if isinstance(loss, torch.Tensor) and loss.ndim == 2 and loss.shape[1] > 1:
             if loss is not self._loss_shown:  # a display change keeps the plot
-                self.loss_plot.value = loss_png(loss[0])
+                show_png(self.loss_plot, loss_png(loss[0]))
                 self._loss_shown = loss
             self.loss_plot.layout.display = ""
         else:

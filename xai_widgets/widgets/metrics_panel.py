@@ -16,8 +16,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ..figures import figure_png
 from ..metrics import DeletionInsertion, Sanity
-from ..metrics.figures import figure_png
 from ..session import Measured, Scene, Selection, Session
 
 CURVE_DPI = 100  # 420 × 320 pixels
@@ -97,10 +97,10 @@ class MetricsPanel:
         if isinstance(result, DeletionInsertion):
             if not self.curves.value:
                 return
-            _show_png(self.curve_plot, figure_png(result.figure(), CURVE_DPI))
+            show_png(self.curve_plot, figure_png(result.figure(), CURVE_DPI))
             self.curve_text.value = curve_summary(result)
         elif isinstance(result, Sanity):
-            _show_png(self.sanity_plot, figure_png(result.figure(), SANITY_DPI))
+            show_png(self.sanity_plot, figure_png(result.figure(), SANITY_DPI))
             self.sanity_text.value = sanity_summary(result)
 
 
@@ -122,7 +122,7 @@ def sanity_summary(result: Sanity) -> str:
             f"model learnt drops towards 0.</small>")
 
 
-def _show_png(image: widgets.Image, data: bytes) -> None:
+def show_png(image: widgets.Image, data: bytes) -> None:
     """Show a PNG at its own size (an Image widget would stretch it to the column)."""
     width = int.from_bytes(data[16:20], "big")  # the IHDR chunk: width, then height
     image.value = data

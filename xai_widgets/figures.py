@@ -1,4 +1,4 @@
-"""Pictures of metric results in notebooks: a result that has ``figure()`` shows itself."""
+"""Matplotlib figures as PNG: an object with ``figure()`` shows itself in a notebook."""
 
 from __future__ import annotations
 
