@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
 PYTEST_ARGS ?= -n 2
+# JupyterLab refuses to start as root (every container) unless told it may
+LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: install lab test lint bench clean
 
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 lab: install
-	$(BIN)/jupyter lab notebooks/01_quickstart.ipynb
+	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/01_quickstart.ipynb
 
 lint: install
 	$(BIN)/ruff check .

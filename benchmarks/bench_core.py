@@ -114,6 +114,10 @@ def call_cases(work: Workload, peers: Sequence[Peer]) -> list[Case]:
              Case(F, FLOOR, "", floors.forward(work))]
     cases += [Case(method, ours.OURS, floor, ours.one_shot(work, method), target=CALL_TARGET)
               for method, floor in ours.FLOORS.items()]
+    # the same call with the bare nn.Module (its bundle and layer catalogue are kept per module)
+    cases += [Case(f"{method} (bare module)", ours.OURS, ours.FLOORS[method],
+                   ours.one_shot(work, method, bare=True), target=CALL_TARGET)
+              for method in ("grad_cam", "saliency")]
     cases += [Case(peer.label, peer.library, peer.floor, peer.make(work)) for peer in peers]
     return cases
 

@@ -4,10 +4,12 @@ the Explorer does when a person changes the class, the layer or the method)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import xai_widgets as xw
-from xai_widgets.kernels import KernelContext, KernelResult, get_method
+from xai_widgets.images import PreparedBatch
+from xai_widgets.request import Request
 from xai_widgets.trace import TraceSet
 
 from .floors import F_GRAD, FB, F
@@ -32,16 +34,23 @@ FLOORS = {
 }
 
 
-def one_shot(work: Workload, method: str) -> Callable[[], xw.Explanation]:
-    """``explain(bundle, inputs, method, target)``: a fresh trace every call."""
+def one_shot(work: Workload, method: str, bare: bool = False) -> Callable[[], xw.Explanation]:
+    """``explain(bundle, inputs, method, target)``: a fresh trace every call; ``bare``: the
+    bare ``nn.Module`` instead of its bundle (how captum users call it)."""
     targets = list(work.targets)
-    return lambda: xw.explain(work.bundle, work.inputs, method=method, target=targets)
+    model = work.model if bare else work.bundle
+    return lambda: xw.explain(model, work.inputs, method=method, target=targets)
+
+
+@functools.lru_cache(maxsize=8)
+def _batch(traces: TraceSet) -> PreparedBatch:
+    return traces.bundle.prepare(traces.inputs)
 
 
 def kernel(traces: TraceSet, method: str, targets: Sequence[int],
-           layer: str | None = None) -> KernelResult:
-    """Run ``method`` on existing traces (what a switch costs): no new forward unless the
-    method needs a rule or a layer the traces have not recorded."""
-    spec = get_method(method)
-    return spec.compute(KernelContext(traces, tuple(targets), layer if spec.needs_layer else None,
-                                      spec.validate({})))
+           layer: str | None = None) -> xw.Explanation:
+    """Run ``method`` on existing traces (what a switch costs) through the one request path:
+    no new forward unless the method needs a rule or a layer the traces have not recorded."""
+    where = layer if xw.get_method(method).takes_layer else None
+    return Request.make(traces.bundle, None, method, list(targets), where, batch=_batch(traces),
+                        traces=traces).run()

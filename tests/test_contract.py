@@ -107,7 +107,7 @@ def test_model_and_input_unchanged(method: str, kind: str) -> None:
 def test_unchanged_when_the_model_raises(method: str) -> None:
     model = Failing(user_model("inplace_resnet"))
     before = snapshot(model)
-    with pytest.raises(RuntimeError, match="user model failed"):
+    with pytest.raises(xw.ModelError, match="user model failed"):  # its own words, wrapped
         xw.explain(bundle(model), torch.randn(1, 3, 16, 16), method, **QUICK.get(method, {}))
     assert_same(before, snapshot(model))
 

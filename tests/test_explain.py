@@ -24,7 +24,8 @@ def test_target_forms(named: xw.ModelBundle) -> None:
     logits = xw.explain(named, x, "saliency").logits
     order = logits.argsort(dim=1, descending=True)
     assert xw.explain(named, x, "saliency").targets == tuple(order[:, 0].tolist())
-    assert xw.explain(named, x, "saliency", target="top2").targets == tuple(order[:, 1].tolist())
+    assert xw.explain(named, x, "saliency", target="top1").targets == tuple(order[:, 0].tolist())
+    assert xw.explain(named, x, "saliency", target="rank2").targets == tuple(order[:, 1].tolist())
     assert xw.explain(named, x, "saliency", target=4).targets == (4, 4)
     assert xw.explain(named, x, "saliency", target="OWL").targets == (4, 4)
     assert xw.explain(named, x, "saliency", target=["dog", 0]).targets == (1, 0)
@@ -39,7 +40,9 @@ def test_target_forms(named: xw.ModelBundle) -> None:
     ([1, 2, 3], "3 targets for 2 images"),
     (True, "bool"),
     (1.5, "not float"),
-    ("top9", "ranks go from top1 to top5"),
+    ("rank9", "ranks go from rank1 to rank5"),
+    ("top9", "choose top1 to top5"),
+    ("top2", "2 most probable classes.*use 'rank2'"),
 ])
 def test_bad_targets(named: xw.ModelBundle, target: object, message: str) -> None:
     with pytest.raises(xw.TargetError, match=message):

@@ -4,11 +4,15 @@ display."""
 from __future__ import annotations
 
 import io
+import os
+import re
+import struct
+import zlib
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 import xai_widgets as xw
 from xai_widgets import images
@@ -190,3 +194,124 @@ def test_sample_images_ship_offline() -> None:
     assert all(p.mode == "RGB" and min(p.size) >= 256 for p in photos.values())
     photos["chelsea"].paste((0, 0, 0), (0, 0, 10, 10))  # a copy: the cache is untouched
     assert xw.sample_images()["chelsea"].getpixel((0, 0)) != (0, 0, 0)
+
+
+# ------------------------------------------------------------------ malformed files and tensors
+
+
+def jpeg_with_exif(entries: list[tuple[int, int, int, bytes]]) -> bytes:
+    """An 8×4 JPEG whose EXIF (big-endian TIFF) holds ``(tag, type, count, 4 value bytes)``."""
+    ifd = b"MM" + struct.pack(">HI", 42, 8) + struct.pack(">H", len(entries))
+    for tag, kind, count, value in entries:
+        ifd += struct.pack(">HHI", tag, kind, count) + value
+    exif = b"Exif\0\0" + ifd + struct.pack(">I", 0)
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 4), (200, 10, 10)).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + data[2:]
+
+
+#: orientation 6 (so exif_transpose rewrites the EXIF) and ImageWidth given as SSHORT -5
+BAD_EXIF = jpeg_with_exif([(0x0112, 3, 1, struct.pack(">HH", 6, 0)),
+                           (0x0100, 8, 1, struct.pack(">hh", -5, 0))])
+
+
+def png_bytes(size: tuple[int, int] = (6, 5), **options: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (0, 90, 200)).save(buffer, "PNG", **options)
+    return buffer.getvalue()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG signature and header that declare ``width × height`` pixels, and no pixel data."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + \
+            struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def huge_text_png() -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "a" * 3_000_000, zip=True)  # 3 MB of text, a few kB compressed
+    return png_bytes(pnginfo=info)
+
+
+@pytest.mark.parametrize(("data", "cause"), [
+    (BAD_EXIF, "error"),  # struct.error from ImageOps.exif_transpose
+    (b"P6\n4 4\n70000\n" + bytes(48), "maxval"),  # Pillow's ValueError
+    (b"P6\n4 x\n255\n" + bytes(48), "ValueError"),
+    (huge_text_png(), "too large"),
+    (png_bytes()[:-30], "truncated|broken|EOF"),
+    (png_bytes()[:40], "truncated|broken|EOF|cannot identify"),
+], ids=["exif-tag", "ppm-maxval", "ppm-size", "png-text-bomb", "truncated", "header-only"])
+def test_malformed_files_raise_the_image_error(data: bytes, cause: str, tmp_path) -> None:
+    path = tmp_path / "photo.bin"
+    path.write_bytes(data)
+    for item in (data, path):
+        with pytest.raises(xw.ImageError, match="cannot be decoded") as error:
+            prepare(item, IMAGENET)
+        assert re.search(cause, str(error.value)), str(error.value)
+
+
+def test_a_pil_image_with_a_malformed_exif_tag_raises_the_image_error() -> None:
+    picture = Image.open(io.BytesIO(BAD_EXIF))
+    with pytest.raises(xw.ImageError, match="PIL image"):
+        prepare(picture, IMAGENET)
+
+
+def test_a_readable_exif_orientation_is_applied() -> None:
+    turned = jpeg_with_exif([(0x0112, 3, 1, struct.pack(">HH", 6, 0))])  # rotate 90° cw
+    picture, _ = images.to_pil(turned)
+    assert picture.size == (4, 8)
+
+
+@pytest.mark.parametrize(("width", "height"), [(20_000, 20_000), (9_000, 9_000)])
+def test_decompression_bombs_are_refused_before_decoding(width: int, height: int) -> None:
+    with pytest.raises(xw.ImageError, match="pixels"):
+        prepare(png_declaring(width, height), IMAGENET)
+
+
+def test_a_file_name_that_is_not_utf8(tmp_path) -> None:
+    raw = os.fsencode(tmp_path) + b"/caf\xe9.png"  # Latin-1 é: not UTF-8
+    with open(raw, "wb") as stream:
+        stream.write(png_bytes())
+    path = os.fsdecode(raw)
+    batch = prepare(path, IMAGENET)
+    assert batch.names == ["caf\ufffd.png"]
+    batch.names[0].encode("utf-8")  # a caption or a record can be written
+    with open(raw, "wb") as stream:
+        stream.write(b"not an image")
+    with pytest.raises(xw.ImageError, match="cannot be decoded") as error:
+        prepare(path, IMAGENET)
+    str(error.value).encode("utf-8")
+
+
+def test_an_unreadable_file_raises_the_image_error(tmp_path) -> None:
+    path = tmp_path / "locked.png"
+    path.write_bytes(png_bytes())
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything
+        pytest.skip("this user can read a file without read permission")
+    with pytest.raises(xw.ImageError, match="PermissionError"):
+        prepare(path, IMAGENET)
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: torch.zeros(0, 3, 8, 8), "empty batch"),
+    (lambda: [torch.zeros(1, 3, 8, 8), torch.zeros(0, 3, 8, 8)], "empty batch"),
+    (lambda: torch.zeros(1, 3, 8, 8, device="meta"), "meta tensor"),
+    (lambda: torch.zeros(3, 8, 8, dtype=torch.uint8, device="meta"), "meta tensor"),
+    (lambda: torch.ones(1, 3, 8, 8).to_sparse(), "sparse_coo tensor.*to_dense"),
+    (lambda: torch.ones(8, 8).to_sparse_csr(), "sparse_csr tensor"),
+    (lambda: torch.quantize_per_tensor(torch.ones(3, 8, 8), 0.1, 0, torch.quint8),
+     "dequantize"),
+    (lambda: torch.nested.nested_tensor([torch.ones(3, 8, 8), torch.ones(3, 4, 4)]),
+     "nested tensor"),
+], ids=["empty", "empty-in-list", "meta-float", "meta-uint8", "sparse", "sparse-csr",
+        "quantized", "nested"])
+# CSR and nested tensors are beta, quantized ones deprecated: torch warns on making them
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_tensors_without_ordinary_values_are_refused(make, message: str) -> None:
+    with pytest.raises(xw.ImageError, match=message):
+        prepare(make(), IMAGENET)

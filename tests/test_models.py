@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pytest
@@ -87,3 +88,81 @@ def test_thousand_class_module_gets_imagenet_names() -> None:
 
     bundle = xw.ModelBundle.wrap(torchvision.models.resnet18())
     assert bundle.class_names == imagenet_classes()
+
+
+class RunsCodeWhenUnpickled:
+    """Unpickling this creates the file ``marker`` (as a planted payload would run code)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def plant(folder, payload: object, stem: str, name: str | None = None) -> str:
+    """Save ``payload`` in ``folder/hub/checkpoints`` as ``name``, or named as torchvision
+    names its files (``{stem}-{first 8 hex digits of its SHA-256}.pth``); its SHA-256."""
+    checkpoints = folder / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    staged = checkpoints / "staged"
+    torch.save(payload, staged)
+    sha256 = hashlib.sha256(staged.read_bytes()).hexdigest()
+    staged.rename(checkpoints / (name or f"{stem}-{sha256[:8]}.pth"))
+    return sha256
+
+
+def published_as(monkeypatch, weights, sha256: str) -> None:
+    """Make ``weights`` point at a file named with this hash."""
+    stem = weights.url.rsplit("/", 1)[-1].split("-")[0]
+    monkeypatch.setattr(weights.value, "url",
+                        f"https://download.pytorch.org/models/{stem}-{sha256[:8]}.pth")
+
+
+@pytest.fixture
+def torch_home(monkeypatch, tmp_path):
+    """An empty TORCH_HOME, and no network (a download attempt fails the test)."""
+    import socket
+
+    def no_network(*_args, **_kwargs):
+        raise AssertionError("the test tried to reach the network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    return tmp_path
+
+
+def test_a_planted_checkpoint_with_another_hash_is_refused(torch_home) -> None:
+    from torchvision.models import ResNet18_Weights
+
+    marker = torch_home / "payload-ran"
+    name = ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]  # resnet18-f37072fd.pth
+    plant(torch_home, {"fc.weight": RunsCodeWhenUnpickled(str(marker))}, "resnet18", name)
+    with pytest.raises(xw.ModelError, match=r"not the one published for 'resnet18'.*f37072fd"):
+        xw.load_model("resnet18")
+    assert not marker.exists()
+
+
+def test_a_checkpoint_that_runs_code_is_refused_even_with_the_right_hash(
+        torch_home, monkeypatch) -> None:
+    from torchvision.models import SqueezeNet1_1_Weights
+
+    marker = torch_home / "payload-ran"
+    sha256 = plant(torch_home, {"features.0.weight": RunsCodeWhenUnpickled(str(marker))},
+                   "squeezenet1_1")
+    published_as(monkeypatch, SqueezeNet1_1_Weights.IMAGENET1K_V1, sha256)
+    with pytest.raises(xw.ModelError, match="cannot be loaded as plain tensors"):
+        xw.load_model("squeezenet1_1")
+    assert not marker.exists()
+
+
+def test_a_cached_checkpoint_with_the_published_hash_loads(torch_home, monkeypatch) -> None:
+    import torchvision
+    from torchvision.models import SqueezeNet1_1_Weights
+
+    state = torchvision.models.squeezenet1_1().state_dict()
+    sha256 = plant(torch_home, state, "squeezenet1_1")
+    published_as(monkeypatch, SqueezeNet1_1_Weights.IMAGENET1K_V1, sha256)
+    bundle = xw.load_model("squeezenet1_1")
+    for key, value in bundle.model.state_dict().items():
+        assert torch.equal(value, state[key]), key

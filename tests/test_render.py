@@ -8,6 +8,7 @@ import torch
 from support import reference_nets
 
 from xai_widgets import render
+from xai_widgets.errors import ParameterError
 from xai_widgets.render import RenderSettings
 
 
@@ -57,8 +58,22 @@ def test_gradient_views_follow_the_original_definitions() -> None:
     wide = torch.randn(1, 3, 20, 20)
     gray = render.gradient_picture(wide, "gray")[0, 0]
     total = wide.abs().sum(dim=1)[0]
-    expected = (total / torch.quantile(total.flatten(), 0.99)).clamp(0, 1)
+    low = total.min()
+    expected = ((total - low) / (torch.quantile(total.flatten(), 0.99) - low)).clamp(0, 1)
     torch.testing.assert_close(gray, expected)
+
+
+def test_gray_view_stretches_from_the_minimum_to_the_99th_percentile() -> None:
+    # Σ_c |g_c| = [2, 2, 4, 6, 10]; P99 by linear interpolation: 6 + 0.96 · (10 − 6) = 9.84;
+    # the original: clip((G − 2) / (9.84 − 2), 0, 1)
+    g = torch.tensor([[1.0, -1.0, 2.0, -3.0, 5.0], [-1.0, 1.0, -2.0, 3.0, 5.0],
+                      [0.0, 0.0, 0.0, 0.0, 0.0]]).view(1, 3, 1, 5)
+    gray = render.gradient_picture(g, "gray")
+    expected = [0.0, 0.0, 2 / 7.84, 4 / 7.84, 1.0]
+    for channel in range(3):
+        assert gray[0, channel, 0].tolist() == pytest.approx(expected, abs=1e-6)
+    flat = render.gradient_picture(torch.ones(1, 3, 2, 2), "gray")
+    assert flat.tolist() == torch.zeros(1, 3, 2, 2).tolist()  # no contrast: nothing to show
 
 
 def test_bilinear_upsampling_matches_the_half_pixel_definition() -> None:
@@ -110,3 +125,46 @@ def test_settings_pick_colormaps_by_sign() -> None:
     assert RenderSettings(polarity="signed").colormap == "RdBu_r"
     assert RenderSettings(polarity="signed", cmap="PuOr_r").colormap == "PuOr_r"
     assert RenderSettings().updated(opacity=0.9).opacity == 0.9
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"cmap": "nosuch"}, "unknown colormap 'nosuch'"),
+    ({"cmap": "viridsi"}, "did you mean 'viridis'"),
+    ({"polarity": "postive"}, "unknown polarity 'postive'.*did you mean 'positive'"),
+    ({"polarity": None}, "unknown polarity None; choose one of 'positive'"),
+    ({"channels": "max"}, "unknown channels 'max'"),
+    ({"gradient_view": "grey"}, "did you mean 'gray'"),
+    ({"resampling": "lanczos"}, "unknown resampling"),
+    ({"clip_percentile": float("nan")}, r"clip_percentile must be a number in \(0, 100\]"),
+    ({"clip_percentile": 0}, r"\(0, 100\], got 0"),
+    ({"clip_percentile": 101}, "got 101"),
+    ({"clip_percentile": "99"}, "got '99'"),
+    ({"opacity": 5}, r"opacity must be a number in \[0, 1\], got 5"),
+    ({"opacity": -1}, "got -1"),
+    ({"opacity": float("nan")}, "got nan"),
+    ({"opacity": True}, "got True"),
+])
+def test_bad_settings_are_refused_with_what_is_accepted(changes: dict, message: str) -> None:
+    with pytest.raises(ParameterError, match=message):
+        RenderSettings(**changes)
+    with pytest.raises(ParameterError, match=message):
+        RenderSettings().updated(**changes)
+
+
+def test_every_step_refuses_unknown_names_with_the_toolkit_error() -> None:
+    maps = torch.ones(1, 3, 2, 2)
+    with pytest.raises(ParameterError, match="did you mean 'sum'"):
+        render.reduce_channels(maps, "sum_")  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match="did you mean 'signed'"):
+        render.apply_polarity(maps, "singed")  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match="unknown gradient_view"):
+        render.gradient_picture(maps, "sepia")  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match="unknown colormap"):
+        render.colourise(torch.zeros(1, 2, 2), "nosuch", False, 0.5)
+
+
+def test_valid_settings_are_kept() -> None:
+    settings = RenderSettings(cmap="jet", opacity=0, clip_percentile=np.float32(99.5),
+                              gradient_view="gray", resampling="nearest")
+    assert (settings.cmap, settings.opacity, settings.gradient_view) == ("jet", 0, "gray")
+    assert RenderSettings(opacity=1, clip_percentile=100).opacity == 1

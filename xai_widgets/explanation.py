@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .figures import ShowsFigure
+from .figures import FIGURE_SUFFIXES, ShowsFigure, writable_path
 from .kernels.spec import MethodSpec
 from .models import ModelBundle
 from .render import Frame, RenderSettings, render_maps
@@ -98,9 +98,10 @@ class Explanation(ShowsFigure):
         return figure
 
     def save(self, path: str | Path, **settings: Any) -> Path:
-        """Save the captioned figure (``.png``, ``.pdf``, ``.svg``) or the raw map (``.npy``)."""
-        path = Path(path)
-        if path.suffix == ".npy":
+        """Save the captioned figure (``.png``, ``.pdf``, ``.svg``, ``.jpg``) or the raw map
+        (``.npy``) into an existing folder."""
+        path = writable_path(path, (*FIGURE_SUFFIXES, ".npy"), "picture or raw map")
+        if path.suffix.lower() == ".npy":
             np.save(path, self.map.cpu().numpy())
         else:
             self.figure(**settings).savefig(path, dpi=150)

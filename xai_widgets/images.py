@@ -14,14 +14,16 @@ from __future__ import annotations
 import functools
 import io
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from .errors import ImageError
 
@@ -131,15 +133,21 @@ def prepare(images: Any, preprocessing: Preprocessing, display_scale: int = 2) -
 
 
 def to_pil(item: Any, index: int = 0) -> tuple[Image.Image, str]:
-    """Read one image (path, bytes, PIL, array, integer tensor) as an RGB PIL image and a name."""
+    """Read one image (path, bytes, PIL, array, integer tensor) as an RGB PIL image and a name.
+
+    Whatever goes wrong reading it raises :class:`ImageError`; the name is valid Unicode (the
+    bytes of a file name that are not UTF-8 become U+FFFD)."""
     if isinstance(item, (str, Path)):
-        return _open_path(Path(item)), Path(item).name
+        return _open_path(Path(item)), _printable(Path(item).name)
     if isinstance(item, (bytes, bytearray)):
         return _decode(io.BytesIO(item), f"image {index} (bytes)"), f"image {index}"
     if isinstance(item, Image.Image):
         _check_pixels(item.width, item.height, f"image {index}")
-        return _pil_to_rgb(item), getattr(item, "filename", "") or f"image {index}"
+        with _reading(f"image {index} (a PIL image)"):
+            picture = _pil_to_rgb(item)
+        return picture, _printable(getattr(item, "filename", "") or f"image {index}")
     if isinstance(item, torch.Tensor):
+        _check_tensor(item, index)
         return _array_to_pil(item.detach().cpu().numpy(), index, channels_first=True), \
             f"image {index}"
     if isinstance(item, np.ndarray):
@@ -203,27 +211,47 @@ def _check_pixels(width: int, height: int, what: str) -> None:
         )
 
 
+def _printable(name: str) -> str:
+    """``name`` as valid Unicode: the lone surrogates by which Python keeps the non-UTF-8
+    bytes of a file name become U+FFFD (so captions and records can be written)."""
+    return re.sub("[\ud800-\udfff]", "\ufffd", name)
+
+
 def _open_path(path: Path) -> Image.Image:
     if not path.exists():
         raise ImageError(f"no file at {str(path)!r}; check the path (relative paths start "
                          f"from {str(Path.cwd())!r})")
     if path.is_dir():
         raise ImageError(f"{str(path)!r} is a folder, not an image file")
-    with path.open("rb") as stream:
+    with _reading(repr(str(path))):
+        stream = path.open("rb")
+    with stream:
         return _decode(stream, repr(str(path)))
 
 
-def _decode(stream: Any, what: str) -> Image.Image:
+@contextmanager
+def _reading(what: str) -> Iterator[None]:
+    """Any failure to read ``what`` becomes an :class:`ImageError` (Pillow's decoders and its
+    EXIF parser raise OSError, ValueError, struct.error, ... on malformed files)."""
     try:
+        yield
+    except ImageError:
+        raise
+    except Exception as exc:  # re-raised as this image's error, with its cause
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise ImageError(
+            f"{what} cannot be decoded as an image ({type(exc).__name__}: {detail}); accepted: "
+            "files that Pillow reads (PNG, JPEG, TIFF, BMP, GIF, WebP, ...); check that the "
+            "file is complete and readable, or convert it to PNG") from exc
+
+
+def _decode(stream: Any, what: str) -> Image.Image:
+    """Open, check the size before decoding, decode and convert to RGB."""
+    with _reading(what):
         picture = Image.open(stream)
         _check_pixels(picture.width, picture.height, what)
         picture.load()
-    except ImageError:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
-        raise ImageError(f"{what} cannot be decoded as an image ({exc}); accepted: files that "
-                         "Pillow reads (PNG, JPEG, TIFF, BMP, GIF, WebP, ...)") from exc
-    return _pil_to_rgb(picture)
+        return _pil_to_rgb(picture)
 
 
 def _pil_to_rgb(picture: Image.Image) -> Image.Image:
@@ -292,7 +320,25 @@ def _to_uint8(array: np.ndarray, what: str) -> np.ndarray:
                      "in [0, 1]")
 
 
+def _check_tensor(tensor: torch.Tensor, index: int) -> None:
+    """Refuse tensors that hold no ordinary values: meta, sparse, nested, quantized."""
+    what = f"input {index}"
+    if tensor.is_meta:
+        raise ImageError(f"{what} is a meta tensor, which has a shape but no values; pass a "
+                         "tensor with data (on 'cpu' or the model's device)")
+    if tensor.layout != torch.strided or tensor.is_nested:
+        kind = "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
+        raise ImageError(f"{what} is a {kind} tensor; accepted: dense tensors (convert it "
+                         "with .to_dense(), or stack nested images into one batch)")
+    if tensor.is_quantized:
+        raise ImageError(f"{what} is a quantized tensor; accepted: float or integer tensors "
+                         "(convert it with .dequantize())")
+
+
 def _check_model_input(tensor: torch.Tensor, index: int) -> torch.Tensor:
+    """A float tensor ``(N, 3, H, W)`` or ``(3, H, W)`` -> the float32 CPU batch
+    ``(N, 3, H, W)``, checked."""
+    _check_tensor(tensor, index)
     if tensor.ndim == 3:
         tensor = tensor.unsqueeze(0)
     if tensor.ndim != 4 or tensor.shape[1] != 3:
@@ -301,6 +347,9 @@ def _check_model_input(tensor: torch.Tensor, index: int) -> torch.Tensor:
             "taken as a normalised model input and must be (N, 3, H, W) or (3, H, W) "
             "(pass uint8 data, or a PIL image, to have it preprocessed)"
         )
+    if tensor.shape[0] == 0:
+        raise ImageError(f"input {index} is an empty batch {tuple(tensor.shape)}; give at "
+                         "least one image (N ≥ 1)")
     if not torch.isfinite(tensor).all():
         raise ImageError(f"input {index} contains NaN or infinite values; replace them first "
                          "(e.g. torch.nan_to_num)")

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import LayerError, ModelError, did_you_mean
+from .errors import LayerError, ModelError, XaiError, did_you_mean
 from .heads import find_head
 from .scope import eval_mode, forward_hooks, model_lock
 
@@ -27,11 +27,40 @@ _NOT_A_DEFAULT = (
 )
 
 
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype of the model's parameters (its inputs are cast to it), if any."""
+    for parameter in model.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return None
+
+
+def run_model(model: nn.Module, inputs: torch.Tensor) -> Any:
+    """``model(inputs)``; a model that fails on the input (a fixed input size, a dtype or
+    device it does not take) raises a :class:`ModelError` that says what it was given."""
+    try:
+        return model(inputs)
+    except XaiError:  # a backward rule refusing an op says so itself
+        raise
+    except torch.OutOfMemoryError:  # the caller knows what to make smaller
+        raise
+    except (RuntimeError, ValueError, TypeError) as exc:
+        if "can't allocate memory" in str(exc) or "out of memory" in str(exc):
+            raise
+        shape = "×".join(map(str, inputs.shape[1:]))
+        raise ModelError(
+            f"the model failed on an input of {shape} ({inputs.dtype}, {inputs.device}): "
+            f"{str(exc).splitlines()[0]}. If it takes only one input size, give images of "
+            "that size (a float tensor (N, 3, H, W) is used as it is) or a ModelBundle whose "
+            "Preprocessing(resize=..., crop=(H, W)) makes it") from exc
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     """One candidate layer: its name, module type, output shape ``(C, h, w)`` at the
-    bundle's input size, rank in forward order, other names, and whether its output is
-    changed in place after the module returns."""
+    bundle's input size, rank in forward order, other names, whether its output is
+    changed in place after the module returns, and whether it is a *main* layer (a block a
+    person would pick: at most two levels deep, not an identity, dropout or pooling)."""
 
     name: str
     kind: str
@@ -39,6 +68,7 @@ class LayerInfo:
     order: int
     aliases: tuple[str, ...] = ()
     mutated_later: bool = False
+    main: bool = True
 
     def __str__(self) -> str:
         channels, height, width = self.shape
@@ -76,10 +106,11 @@ class LayerCatalog:
                 linear[:] = [(args[0], output, module.weight)]
 
         generator = torch.Generator().manual_seed(0)
-        dummy = torch.randn(1, 3, *input_hw, generator=generator).to(device)
+        dummy = torch.randn(1, 3, *input_hw, generator=generator).to(
+            device=device, dtype=model_dtype(model))
         with model_lock(model), torch.no_grad(), eval_mode(model), \
                 forward_hooks({module: record for module in names}):
-            logits = model(dummy)
+            logits = run_model(model, dummy)
         if not (isinstance(logits, torch.Tensor) and logits.ndim == 2):
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else \
                 type(logits).__name__
@@ -128,6 +159,8 @@ class LayerCatalog:
                 order=order,
                 aliases=tuple(m for m in members if m != canonical),
                 mutated_later=output._version != key[1],
+                main=canonical.count(".") <= 1 and not isinstance(modules[canonical],
+                                                                  _NOT_A_DEFAULT),
             ))
         usable = [c for c in candidates if not isinstance(modules[c.name], _NOT_A_DEFAULT)]
         default = (usable or candidates)[-1].name if candidates else None
@@ -136,6 +169,13 @@ class LayerCatalog:
     @property
     def names(self) -> list[str]:
         return [info.name for info in self.candidates]
+
+    @property
+    def main(self) -> list[LayerInfo]:
+        """The layers a person would pick (blocks; the default and the pooled layer always),
+        in forward order; the menus offer the others behind "all layers"."""
+        return [info for info in self.candidates
+                if info.main or info.name in (self.default, self.pooled)]
 
     def __getitem__(self, name: str) -> LayerInfo:
         return self._by_name[self.resolve(name)]

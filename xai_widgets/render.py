@@ -15,13 +15,19 @@ Kernels return raw, signed maps (DESIGN rule 1). What a person sees is decided h
                   (times |m| for signed maps, so that zero is transparent).
 
 ``gradient_view`` renders per-channel gradients as pictures, as guided backprop's authors
-did: ``colour`` (min-max of the RGB gradient), ``gray`` (Σ|g| clipped at the 99th
-percentile), ``positive`` ([g]_+ / max g) and ``negative`` ([-g]_+ / -min g).
+did: ``colour`` (min-max of the RGB gradient), ``gray`` (``G = Σ|g|`` stretched from its
+minimum to its 99th percentile: ``(G − min G) / (P99 − min G)``, clipped), ``positive``
+([g]_+ / max g) and ``negative`` ([-g]_+ / -min g).
+
+Every setting is checked when a :class:`RenderSettings` is made (a :class:`ParameterError`
+that names the accepted values), so a bad colormap or opacity fails before anything renders.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -29,6 +35,8 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .errors import ParameterError, did_you_mean
 
 Polarity = Literal["positive", "negative", "absolute", "signed"]
 Channels = Literal["max_abs", "sum_abs", "sum", "l2"]
@@ -40,6 +48,7 @@ SIGNED_COLORMAPS = ("RdBu_r", "coolwarm", "PuOr_r", "PiYG")
 POLARITIES: tuple[Polarity, ...] = ("positive", "negative", "absolute", "signed")
 CHANNELS: tuple[Channels, ...] = ("max_abs", "sum_abs", "sum", "l2")
 GRADIENT_VIEWS: tuple[GradientView, ...] = ("colour", "gray", "positive", "negative")
+RESAMPLINGS: tuple[Resampling, ...] = ("bilinear", "bicubic", "nearest")
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,18 @@ class RenderSettings:
     cmap: str | None = None
     opacity: float = 0.5
     resampling: Resampling = "bilinear"
+
+    def __post_init__(self) -> None:
+        check_choice("polarity", self.polarity, POLARITIES)
+        check_choice("channels", self.channels, CHANNELS)
+        if self.gradient_view is not None:
+            check_choice("gradient_view", self.gradient_view, GRADIENT_VIEWS)
+        check_choice("resampling", self.resampling, RESAMPLINGS)
+        if self.cmap is not None:
+            check_colormap(self.cmap)
+        check_fraction("clip_percentile", self.clip_percentile, 100.0,
+                       "99 clips the top 1 % of values, 100 shows the maximum", zero_ok=False)
+        check_fraction("opacity", self.opacity, 1.0, "0 shows only the photo, 1 only the heat")
 
     def updated(self, **changes: object) -> RenderSettings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -68,6 +89,36 @@ class RenderSettings:
         return SIGNED_COLORMAPS[0] if self.signed else UNSIGNED_COLORMAPS[0]
 
 
+def check_choice(setting: str, value: object, choices: Sequence[str]) -> None:
+    """A :class:`ParameterError` unless ``value`` is one of ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        hint = did_you_mean(str(value), choices)
+        raise ParameterError(f"unknown {setting} {value!r}; choose one of "
+                             f"{', '.join(map(repr, choices))}" + (f" ({hint})" if hint else ""))
+
+
+def check_colormap(name: object) -> None:
+    """A :class:`ParameterError` unless ``name`` is a matplotlib colormap."""
+    if not isinstance(name, str) or name not in matplotlib.colormaps:
+        hint = did_you_mean(str(name), list(matplotlib.colormaps))
+        raise ParameterError(
+            f"unknown colormap {name!r}; {hint or 'any name in matplotlib.colormaps works'} "
+            f"(perceptually uniform: {', '.join(UNSIGNED_COLORMAPS)}; diverging, for signed "
+            f"maps: {', '.join(SIGNED_COLORMAPS)})")
+
+
+def check_fraction(setting: str, value: object, top: float, hint: str,
+                   zero_ok: bool = True) -> None:
+    """A :class:`ParameterError` unless ``value`` is a number in ``[0, top]`` (``(0, top]``
+    when not ``zero_ok``); NaN is refused."""
+    number = value if isinstance(value, (int, float, np.floating, np.integer)) \
+        and not isinstance(value, bool) else math.nan
+    low_ok = number >= 0 if zero_ok else number > 0
+    if not (low_ok and number <= top):
+        interval = f"[0, {top:g}]" if zero_ok else f"(0, {top:g}]"
+        raise ParameterError(f"{setting} must be a number in {interval}, got {value!r}; {hint}")
+
+
 def scalar_map(raw: torch.Tensor, settings: RenderSettings) -> torch.Tensor:
     """Steps 1–2: raw ``(N, h, w)`` or ``(N, C, h, w)`` -> ``(N, h, w)`` float32."""
     maps = raw.detach().float()
@@ -78,27 +129,27 @@ def scalar_map(raw: torch.Tensor, settings: RenderSettings) -> torch.Tensor:
 
 def reduce_channels(maps: torch.Tensor, how: Channels) -> torch.Tensor:
     """``(N, C, H, W)`` -> ``(N, H, W)``."""
+    check_choice("channels", how, CHANNELS)
     if how == "max_abs":
         return maps.abs().amax(dim=1)
     if how == "sum_abs":
         return maps.abs().sum(dim=1)
     if how == "sum":
         return maps.sum(dim=1)
-    if how == "l2":
-        return maps.pow(2).sum(dim=1).sqrt()
-    raise ValueError(f"unknown channel reduction {how!r}; choose one of {CHANNELS}")
+    return maps.pow(2).sum(dim=1).sqrt()  # l2
 
 
 def apply_polarity(maps: torch.Tensor, polarity: Polarity) -> torch.Tensor:
+    """Step 2: keep the positive part, the negative part (as positive values), ``|m|``, or
+    the signed map, same shape."""
+    check_choice("polarity", polarity, POLARITIES)
     if polarity == "positive":
         return maps.clamp(min=0)
     if polarity == "negative":
         return (-maps).clamp(min=0)
     if polarity == "absolute":
         return maps.abs()
-    if polarity == "signed":
-        return maps
-    raise ValueError(f"unknown polarity {polarity!r}; choose one of {POLARITIES}")
+    return maps  # signed
 
 
 def clip_level(maps: torch.Tensor, clip_percentile: float = 100.0) -> torch.Tensor:
@@ -151,12 +202,14 @@ def colourise(unit: torch.Tensor, cmap: str, signed: bool, opacity: float) -> np
 def _lookup_table(cmap: str) -> np.ndarray:
     """The colormap's 256 RGBA entries, indexed as matplotlib indexes them
     (``floor(x · 256)``, clipped), so a lookup equals ``colormap(x, bytes=True)``."""
+    check_colormap(cmap)
     colormap = matplotlib.colormaps[cmap].resampled(256)
     return colormap(np.arange(256), bytes=True)
 
 
 def gradient_picture(raw: torch.Tensor, view: GradientView) -> torch.Tensor:
     """Per-channel gradients ``(N, 3, H, W)`` -> pictures ``(N, 3, H, W)`` in [0, 1]."""
+    check_choice("gradient_view", view, GRADIENT_VIEWS)
     g = raw.detach().float()
     per_image = (slice(None), None, None, None)
     if view == "colour":
@@ -168,10 +221,12 @@ def gradient_picture(raw: torch.Tensor, view: GradientView) -> torch.Tensor:
     if view == "negative":
         return ((-g).clamp(min=0) / (-g.flatten(1).amin(1)).clamp(min=1e-12)[per_image]
                 ).clamp(0, 1)
-    if view == "gray":
-        gray = normalise(g.abs().sum(dim=1), signed=False, clip_percentile=99.0)
-        return gray[:, None].expand(-1, 3, -1, -1)
-    raise ValueError(f"unknown gradient view {view!r}; choose one of {GRADIENT_VIEWS}")
+    # gray: G = Σ_c |g_c|, (G − min G) / (P99(G) − min G), clipped to [0, 1]
+    total = g.abs().sum(dim=1)
+    low = total.flatten(1).amin(1)[:, None, None]
+    high = torch.quantile(total.flatten(1), 0.99, dim=1)[:, None, None]
+    gray = ((total - low) / (high - low).clamp(min=1e-12)).clamp(0, 1)
+    return gray[:, None].expand(-1, 3, -1, -1)
 
 
 @dataclass

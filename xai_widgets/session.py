@@ -10,11 +10,13 @@ offer, and the caches that make every interaction cheap:
 * the display settings: a change of colormap, opacity or rendering re-renders the cached raw
   map and runs no method.
 
-Methods whose cost is ``"iterative"`` run as jobs on one worker thread. A newer request
-supersedes the older one, which stops at its next chunk (its progress callback raises
-:class:`~xai_widgets.kernels.spec.Cancelled`); the last good scene stays on view meanwhile.
-Model access is serialised by one lock per model, which a job releases between chunks, so a
-quick interaction never waits longer than one chunk.
+Methods whose cost is ``"iterative"`` run as jobs on the :class:`~xai_widgets.jobs.JobRunner`
+(one worker thread). A newer request supersedes the older one, which stops at its next chunk;
+the last good scene stays on view meanwhile, and further changes apply to what was asked for
+(:attr:`Session.requested`), not to what is still on view. Model access is serialised by one
+lock per model, which a job releases between chunks, so a quick interaction never waits
+longer than one chunk. Explanations are computed by :class:`~xai_widgets.request.Request`,
+the same path as ``explain()``.
 
 The metrics panel asks for the deletion and insertion curves of the shown map
 (:meth:`Session.measure`: while it is on, every new map is measured) and for the sanity check
@@ -30,11 +32,10 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
@@ -43,11 +44,12 @@ import torch
 from .errors import ImageError, ModelError, XaiError
 from .explanation import Explanation
 from .images import PreparedBatch, prepare, to_pil
+from .jobs import Failed, Finished, Job, JobEvent, JobRunner, Progress, Progressed, Started, Stopped
 from .kernels import get_method
-from .kernels.spec import Cancelled, KernelContext
 from .metrics import DeletionInsertion, Sanity, deletion_insertion, sanity_check
 from .models import ModelBundle, load_model
 from .render import Frame, RenderSettings
+from .request import Request
 from .scope import eval_mode, model_lock
 from .targets import resolve_targets
 from .trace import TraceSet
@@ -141,29 +143,17 @@ class Measured:
     result: DeletionInsertion | Sanity
 
 
-Event = Literal["scene", "preview", "status", "progress", "metrics", "metrics-progress"]
+Event = Literal["scene", "preview", "status", "progress", "request", "metrics",
+                "metrics-progress"]
 JobKind = Literal["explain", "curves", "sanity"]
-#: a job's ``progress(fraction, preview)``: the preview is whatever its work reports
-JobProgress = Callable[[float, Any], None]
 
 
 @dataclass
-class _Job:
-    """Work for the worker thread: ``compute(progress)`` runs holding the lock of ``model``
-    (released between chunks by ``progress``), then ``done(result)`` unless cancelled."""
+class _Handlers:
+    """What the session does with a job's result and, for an explanation, its previews."""
 
-    kind: JobKind
-    key: Hashable
-    model: str
-    compute: Callable[[JobProgress], Any]
     done: Callable[[Any], None]
-    preview: JobProgress | None = None
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-    def progress_event(self, fraction: float | None) -> tuple[Event, Any]:
-        if self.kind == "explain":
-            return "progress", fraction
-        return "metrics-progress", (self.kind, fraction)
+    preview: Callable[[float, Any], None] | None = None
 
 
 class Session:
@@ -191,6 +181,8 @@ class Session:
         self.threaded = threaded
         self.settings: RenderSettings = get_method(method).display
         self.selection = Selection(next(iter(self.images)), next(iter(self.models)), method)
+        #: what was asked for last: the selection on view, or one a job is computing
+        self.requested = self.selection
         self.scene: Scene | None = None
         self._listeners: list[Callable[[Event, Any], None]] = []
         self._prepared: LRU[tuple[str, str], PreparedBatch] = LRU(8)
@@ -200,11 +192,9 @@ class Session:
         self._sanity: LRU[Hashable, Sanity] = LRU(8)
         self.measuring = False
         self.curve_steps = 28
-        self._job: _Job | None = None
-        self._queue: deque[_Job] = deque()
+        self.jobs = JobRunner(self._job_event, threaded)
+        self._handlers: dict[Job, _Handlers] = {}
         self._last_preview = 0.0
-        self._worker: threading.Thread | None = None
-        self._wake = threading.Condition()
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -213,8 +203,9 @@ class Session:
         iterative method's map so far, at most every :attr:`PREVIEW_INTERVAL` seconds),
         ``("status", (text, level))``
         with level ``"info"``/``"busy"``/``"error"``, ``("progress", fraction or None)`` of
-        an explanation job, ``("metrics", Measured)`` and ``("metrics-progress", (kind,
-        fraction or None))``."""
+        an explanation job, ``("request", Selection)`` when a job starts computing a new
+        selection (controls show what is asked for), ``("metrics", Measured)`` and
+        ``("metrics-progress", (kind, fraction or None))``."""
         self._listeners.append(listener)
 
     def _emit(self, event: Event, payload: Any) -> None:
@@ -273,14 +264,17 @@ class Session:
         """Change the selection (``image``, ``model``, ``method``, ``layer``, ``target``,
         ``params``) and show it. Returns the new scene, or ``None`` when a job computes it
         or when the change was refused (the status line says why)."""
+        base = self.requested
         self._supersede()  # whatever a job computes, it is no longer what is asked for
         try:
-            with model_lock(self.bundle(changes.get("model", self.selection.model)).model):
-                selection = self._resolve(self.selection, changes)
+            with model_lock(self.bundle(changes.get("model", base.model)).model):
+                selection = self.resolve(changes, base)
                 if get_method(selection.method).cost == "iterative" and self.threaded \
                         and self._explanations.get(selection) is None:
+                    self.requested = selection
                     self._status(f"computing {get_method(selection.method).label}…", "busy")
-                    self._submit(self._explain_job(selection))
+                    self._emit("request", selection)
+                    self._submit_explanation(selection)
                     return None
                 scene = self._scene(selection, self.explanation(selection))
         except Exception as exc:  # shown in the status line; the last good scene stays
@@ -314,32 +308,21 @@ class Session:
         if cached is not None:
             return cached
         spec = get_method(selection.method)
-        bundle = self.bundle(selection.model)
-        batch = self.prepared(selection.model, selection.image)
-        traces = self.traces(selection.model, selection.image)
         live: dict[str, torch.Tensor] = {}
+        with model_lock(self.bundle(selection.model).model):
+            request = Request.make(
+                self.bundle(selection.model), None, spec,
+                "top1" if selection.target is None else selection.target,
+                selection.layer if spec.takes_layer else None, dict(selection.params),
+                batch=self.prepared(selection.model, selection.image),
+                traces=self.traces(selection.model, selection.image))
 
-        def explained(raw: torch.Tensor, layer: str | None, extras: dict[str, Any]
-                      ) -> Explanation:
-            return Explanation(
-                map=raw.detach().cpu(), method=spec, targets=targets, layer=layer,
-                params=dict(selection.params), logits=traces.logits.cpu(),
-                display=batch.display, names=batch.names, bundle=bundle, extras=extras)
+            def report(fraction: float, preview: torch.Tensor | None) -> None:
+                if progress is not None:
+                    progress(fraction, None if preview is None else
+                             request.explanation(preview, request.layer, dict(live)))
 
-        def report(fraction: float, preview: torch.Tensor | None) -> None:
-            if progress is not None:
-                progress(fraction, None if preview is None else
-                         explained(preview, layer, dict(live)))
-
-        with model_lock(bundle.model):
-            targets = (selection.target,) if selection.target is not None else \
-                resolve_targets("top1", traces.logits, bundle.class_names)
-            layer = selection.layer if spec.needs_layer else None
-            result = spec.compute(KernelContext(traces, targets, layer,
-                                                spec.validate(dict(selection.params)), report,
-                                                live))
-        return self._explanations.put(selection, explained(result.map, result.layer or layer,
-                                                           result.extras))
+            return self._explanations.put(selection, request.run(report, live))
 
     def occlude(self, box: tuple[float, float, float, float] | None) -> Scene | None:
         """Hide ``box`` (left, top, right, bottom in display pixels) from the model and show
@@ -367,7 +350,6 @@ class Session:
     def cancel(self) -> None:
         """Stop the running job at its next chunk, and drop the waiting ones."""
         self._supersede()
-        self._emit("progress", None)
         self._status("cancelled", "info")
 
     def measure(self, on: bool = True, steps: int | None = None) -> DeletionInsertion | None:
@@ -382,7 +364,7 @@ class Session:
             self.curve_steps = steps
         self.measuring = on
         if not on or self.scene is None:
-            self._drop("curves")
+            self.jobs.drop("curves")
             return None
         return self._measure_curves(self.scene)
 
@@ -399,37 +381,27 @@ class Session:
 
     def _supersede(self) -> None:
         """Cancel every job: what they compute is no longer what is asked for."""
-        self._drop("explain", "curves", "sanity")
-
-    def _live_jobs(self) -> list[_Job]:
-        """The running and the waiting jobs that are not cancelled (hold ``_wake``)."""
-        return [job for job in (self._job, *self._queue)
-                if job is not None and not job.cancelled.is_set()]
-
-    def _drop(self, *kinds: JobKind) -> None:
-        with self._wake:
-            dropped = [job for job in self._live_jobs() if job.kind in kinds]
-            for job in dropped:
-                job.cancelled.set()
-            self._queue = deque(job for job in self._queue if job.kind not in kinds)
-        for kind in {job.kind for job in dropped} - {"explain"}:
-            self._emit("metrics-progress", (kind, None))
+        self.jobs.drop()
 
     @property
     def busy(self) -> bool:
         """True while an explanation job runs or waits."""
-        with self._wake:
-            return any(job.kind == "explain" for job in self._live_jobs())
+        return self.jobs.busy("explain")
 
     # ------------------------------------------------------------------ internals
 
-    def _resolve(self, current: Selection, changes: Mapping[str, Any]) -> Selection:
-        """Apply and check ``changes``; raises an XaiError when one is refused.
+    def resolve(self, changes: Mapping[str, Any], current: Selection | None = None
+                ) -> Selection:
+        """``current`` (default: :attr:`requested`) with ``changes`` applied and checked;
+        raises an XaiError when one is refused. Nothing is shown or computed but the
+        image's forward pass when a class is named.
 
         A new image resets the class to the predicted one (unless a class is given); a new
         model resets the layer to its default and keeps the class only if the class names
-        agree; a new method starts from its default parameters and display settings.
+        agree; a new method starts from its default parameters and display settings, and a
+        method that finds its own layer (CAM) starts from that one.
         """
+        current = self.requested if current is None else current
         unknown = set(changes) - {"image", "model", "method", "layer", "target", "params"}
         if unknown:
             raise XaiError(f"cannot change {', '.join(sorted(unknown))}")
@@ -452,7 +424,12 @@ class Session:
                 selection.target, logits, bundle.class_names)[0])
         else:
             self.prepared(selection.model, selection.image)  # checks the image now
-        if spec.needs_layer or bundle.layers.candidates:  # a layer method needs one
+        if spec.layer_policy == "optional" and spec.name != current.method \
+                and "layer" not in changes:
+            selection = replace(selection, layer=None)  # the method's own layer
+        # the layer stays chosen across input methods, so that a layer method finds it again
+        if spec.layer_policy == "required" or \
+                (selection.layer is not None and bundle.layers.candidates):
             selection = replace(selection, layer=bundle.layers.resolve(selection.layer,
                                                                        bundle.model))
         if spec.name != current.method:
@@ -468,7 +445,8 @@ class Session:
         return Scene(selection, explanation, frame, explanation.top(self.top_k)[0])
 
     def _show(self, scene: Scene) -> None:
-        self.selection, self.scene = scene.selection, scene
+        self.selection = self.requested = scene.selection
+        self.scene = scene
         self._emit("scene", scene)
         if self.measuring:
             self._measure_curves(scene)
@@ -486,24 +464,22 @@ class Session:
                                                    polarity=polarity, progress=progress))
 
     def _metric_job(self, kind: MetricKind, key: Hashable, scene: Scene, cache: LRU[Any, Any],
-                    compute: Callable[[JobProgress], Any]) -> Any:
+                    compute: Callable[[Progress], Any]) -> Any:
         """Show the cached result of ``key``, or compute it in a job (the same key already in
         the works is not asked for twice)."""
         cached = cache.get(key)
         if cached is not None:
             self._emit("metrics", Measured(kind, scene.selection, cached))
             return cached
-        with self._wake:
-            if any(job.key == key for job in self._live_jobs()):
-                return None
+        if any(job.key == key for job in self.jobs.live()):
+            return None
 
         def done(result: DeletionInsertion | Sanity) -> None:
             cache.put(key, result)
             self._emit("metrics", Measured(kind, scene.selection, result))
 
-        self._drop(kind)
-        job = _Job(kind, key, scene.selection.model, compute, done)
-        self._submit(job)
+        self.jobs.drop(kind)
+        self._submit(Job(kind, key, compute), scene.selection.model, _Handlers(done))
         return cache.get(key)
 
     def _fail(self, exc: BaseException) -> None:
@@ -535,7 +511,7 @@ class Session:
 
     # ------------------------------------------------------------------ jobs
 
-    def _explain_job(self, selection: Selection) -> _Job:
+    def _submit_explanation(self, selection: Selection) -> None:
         def done(scene: Scene) -> None:
             self._status("", "info")
             self._show(scene)
@@ -548,60 +524,34 @@ class Session:
                 self._emit("preview", scene)
                 self._last_preview = time.monotonic()
 
-        return _Job("explain", selection, selection.model, lambda progress: self._scene(
-            selection, self.explanation(selection, progress)), done, preview)
+        self._submit(Job("explain", selection, lambda progress: self._scene(
+            selection, self.explanation(selection, progress))), selection.model,
+            _Handlers(done, preview))
 
-    def _submit(self, job: _Job) -> None:
-        """Queue ``job`` for the worker thread (or run it now when not threaded)."""
-        self._emit(*job.progress_event(0.0))
-        if not self.threaded:
-            self._run(job)
-            return
-        with self._wake:
-            self._queue.append(job)
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(target=self._work, name="xai-widgets-jobs",
-                                                daemon=True)
-                self._worker.start()
-            self._wake.notify()
+    def _submit(self, job: Job, model: str, handlers: _Handlers) -> None:
+        """Run ``job`` holding the lock of ``model``, on the worker thread (or now when not
+        threaded); ``handlers`` take its result and previews."""
+        job.lock = model_lock(self.bundle(model).model)
+        self._handlers[job] = handlers
+        self.jobs.submit(job)
 
-    def _work(self) -> None:
-        while True:
-            with self._wake:
-                while not self._queue:
-                    if not self._wake.wait(timeout=30):
-                        self._worker = None
-                        return
-                job = self._job = self._queue.popleft()
-            try:
-                self._run(job)
-            finally:
-                with self._wake:
-                    self._job = None
-
-    def _run(self, job: _Job) -> None:
-        lock = model_lock(self.bundle(job.model).model)
-
-        def progress(fraction: float, preview: Any) -> None:
-            # between two chunks, the threads waiting for the model (an occlusion, a notebook
-            # cell) go first: the lock is fair
-            with lock.paused():
-                if not job.cancelled.is_set():
-                    self._emit(*job.progress_event(fraction))
-                    if preview is not None and job.preview is not None:
-                        job.preview(fraction, preview)
-            if job.cancelled.is_set():
-                raise Cancelled
-
-        try:
-            with lock:
-                result = job.compute(progress)
-        except Cancelled:
-            return
-        except Exception as exc:
-            self._emit(*job.progress_event(None))
-            self._fail(exc)
-            return
-        if not job.cancelled.is_set():
-            self._emit(*job.progress_event(None))
-            job.done(result)
+    def _job_event(self, event: JobEvent) -> None:
+        """The job runner's events as the session's: progress, previews, results, errors."""
+        job = event.job
+        if isinstance(event, (Finished, Failed, Stopped)):
+            handlers = self._handlers.pop(job, None)
+            if job.kind == "explain" and not isinstance(event, Finished):
+                self.requested = self.selection  # what is asked for is what is shown
+        else:
+            handlers = self._handlers.get(job)
+        fraction = event.fraction if isinstance(event, Progressed) else \
+            0.0 if isinstance(event, Started) else None
+        self._emit(*(("progress", fraction) if job.kind == "explain" else
+                     ("metrics-progress", (job.kind, fraction))))
+        if isinstance(event, Progressed) and event.preview is not None and \
+                handlers is not None and handlers.preview is not None:
+            handlers.preview(event.fraction, event.preview)
+        elif isinstance(event, Finished) and handlers is not None:
+            handlers.done(event.result)
+        elif isinstance(event, Failed):
+            self._fail(event.error)

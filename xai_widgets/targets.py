@@ -1,8 +1,12 @@
 """Which class to explain, for each image of a batch.
 
-A target is a class index, a class name (``"tabby"``, case-insensitive), or ``"topK"``
-(``"top1"`` is the predicted class, ``"top2"`` the runner-up, ...). One target applies to
-every image; a list gives one per image.
+A target is a class index, a class name (``"tabby"``, case-insensitive), ``"top1"`` (the
+predicted class) or ``"rankK"`` (the K-th most probable: ``"rank2"`` is the runner-up). One
+target applies to every image; a list gives one per image.
+
+``"topK"`` means one thing everywhere in the toolkit: the K most probable classes, a set
+(Compare's columns, top-5 re-identification). As one target per image only ``"top1"`` is
+one class; :func:`top_count` reads K for the places that take a set.
 """
 
 from __future__ import annotations
@@ -19,6 +23,20 @@ from .errors import TargetError, did_you_mean
 Target: TypeAlias = "int | str | Sequence[int | str] | torch.Tensor | np.ndarray | None"
 
 _TOP = re.compile(r"top(\d+)", re.IGNORECASE)
+_RANK = re.compile(r"rank(\d+)", re.IGNORECASE)
+
+
+def top_count(text: str, classes: int) -> int | None:
+    """K of ``"topK"`` (checked against the number of ``classes``), or ``None`` when ``text``
+    is not of that form."""
+    top = _TOP.fullmatch(text.strip())
+    if top is None:
+        return None
+    count = int(top.group(1))
+    if not 1 <= count <= classes:
+        raise TargetError(f"{text!r} asks for the {count} most probable classes; choose top1 "
+                          f"to top{classes}")
+    return count
 
 
 def resolve_targets(target: Any, logits: torch.Tensor,
@@ -56,12 +74,17 @@ def _one(target: Any, logits: torch.Tensor, class_names: Sequence[str] | None,
 
 def _by_name(name: str, logits: torch.Tensor, class_names: Sequence[str] | None,
              classes: int) -> int:
-    top = _TOP.fullmatch(name.strip())
-    if top:
-        rank = int(top.group(1))
+    count = top_count(name, classes)
+    if count is not None and count > 1:
+        raise TargetError(f"{name!r} is the {count} most probable classes, and a target is one "
+                          f"class per image: use 'rank{count}' for the {count}th most probable, "
+                          f"or Compare(classes={name!r}) to see them side by side")
+    ranked = _RANK.fullmatch(name.strip())
+    if count is not None or ranked:
+        rank = int(ranked.group(1)) if ranked else 1
         if not 1 <= rank <= classes:
-            raise TargetError(f"{name!r} asks for rank {rank}; ranks go from top1 to "
-                              f"top{classes}")
+            raise TargetError(f"{name!r} asks for rank {rank}; ranks go from rank1 to "
+                              f"rank{classes}")
         return int(torch.topk(logits, rank).indices[-1])
     if class_names is None:
         raise TargetError(f"this model has no class names, so {name!r} cannot be looked up; "

@@ -29,6 +29,7 @@ from . import rules
 from .autograd_graph import Dominators, single_output
 from .errors import ModelError
 from .heads import Head, find_head
+from .layers import run_model
 from .models import ModelBundle
 from .scope import ForwardHook, eval_mode, forward_hooks, model_lock
 
@@ -83,7 +84,7 @@ class Trace:
         grad_mode = torch.enable_grad() if with_graph else torch.no_grad()
         with model_lock(model), grad_mode, eval_mode(model), forward_hooks(hooks), \
                 rules.applied(rule):
-            logits = model(x)
+            logits = run_model(model, x)
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
             raise ModelError("the model must return logits (N, classes); wrap it in a module "
                              "whose forward returns them")

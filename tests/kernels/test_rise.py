@@ -9,6 +9,7 @@ from support import load_reference, reference_nets
 from tiny_models import ARCHITECTURES, bundle
 
 import xai_widgets as xw
+from xai_widgets.jobs import Cancelled
 from xai_widgets.kernels import rise
 
 REFERENCE = load_reference("rise")
@@ -16,10 +17,12 @@ COUNT = len(REFERENCE["masks"])
 
 
 def reference_masks() -> rise.Masks:
-    masks = rise.Masks(COUNT, 2, 0.5, (8, 8), 0, torch.device("cpu"), torch.float32)
-    masks.grids = torch.tensor(REFERENCE["grids"], dtype=torch.float32)
-    masks.shift_y = torch.tensor(REFERENCE["shifts"][:, 0])
-    masks.shift_x = torch.tensor(REFERENCE["shifts"][:, 1])
+    """Masks whose grids and shifts are the reference's."""
+    masks = rise.Masks(2, 0.5, (8, 8), 0, torch.device("cpu"), torch.float32)
+    grids = torch.tensor(REFERENCE["grids"]) > 0.5
+    shifts = torch.tensor(REFERENCE["shifts"])
+    masks.draw = lambda start, stop: (  # type: ignore[method-assign]
+        grids[start:stop], shifts[start:stop, 0], shifts[start:stop, 1])
     return masks
 
 
@@ -44,9 +47,9 @@ def test_matches_numpy_reference(score: str, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_masks_of_a_seed() -> None:
-    a = rise.Masks(200, 7, 0.3, (24, 20), 5, torch.device("cpu"), torch.float32)
-    b = rise.Masks(200, 7, 0.3, (24, 20), 5, torch.device("cpu"), torch.float32)
-    c = rise.Masks(200, 7, 0.3, (24, 20), 6, torch.device("cpu"), torch.float32)
+    a = rise.Masks(7, 0.3, (24, 20), 5, torch.device("cpu"), torch.float32)
+    b = rise.Masks(7, 0.3, (24, 20), 5, torch.device("cpu"), torch.float32)
+    c = rise.Masks(7, 0.3, (24, 20), 6, torch.device("cpu"), torch.float32)
     masks = a(0, 200)
     assert masks.shape == (200, 24, 20)
     assert torch.equal(masks, b(0, 200))
@@ -54,6 +57,47 @@ def test_masks_of_a_seed() -> None:
     assert masks.min() >= 0 and masks.max() <= 1
     assert abs(float(masks.mean()) - 0.3) < 0.05
     assert torch.equal(torch.cat([a(0, 70), a(70, 200)]), masks)
+    grids, shift_y, shift_x = a.draw(0, 200)
+    assert set(torch.unique(grids).tolist()) == {False, True}
+    assert set(shift_y.tolist()) == set(range(4)) and set(shift_x.tolist()) == set(range(3))
+
+
+def test_masks_are_made_per_chunk_from_the_seed() -> None:
+    # mask i depends on (seed, i) only: the millionth mask costs what the first does
+    masks = rise.Masks(256, 0.5, (16, 16), 3, torch.device("cpu"), torch.float32)
+    last = masks(999_990, 1_000_000)
+    assert last.shape == (10, 16, 16)
+    assert torch.equal(masks(999_995, 1_000_000), last[5:])
+    assert not torch.equal(masks(0, 10), last)
+
+
+def test_a_million_masks_start_at_once_with_memory_bounded_by_the_chunk() -> None:
+    b = bundle(ARCHITECTURES["plain"]().eval())
+    x = torch.randn(1, 3, 16, 16)
+    seen: list[float] = []
+
+    def stop_after_the_first_chunk(fraction: float, _preview: object) -> None:
+        seen.append(fraction)
+        raise Cancelled
+
+    with pytest.raises(Cancelled):  # all grids at once would be 10⁶ × 256² floats: 262 GB
+        xw.explain(b, x, "rise", n_masks=1_000_000, grid_size=256, chunk_size=4,
+                   progress=stop_after_the_first_chunk)
+    assert seen == [4 / 1_000_000]
+
+
+def test_a_chunk_larger_than_memory_is_refused_with_one_that_fits() -> None:
+    from xai_widgets.kernels._iterative import available_memory
+
+    x = torch.randn(1, 3, 256, 256)
+    needed = 100_000 * x[0].numel() * 4  # the masked inputs alone: 79 GB
+    available = available_memory(torch.device("cpu"))
+    if available is None or available > needed:
+        pytest.skip("this machine does not report its memory, or has more than the test needs")
+    b = bundle(ARCHITECTURES["plain"]().eval(), size=256)
+    with pytest.raises(xw.ParameterError, match=r"chunk_size=100000 needs at least .* GB.*"
+                                                r"use chunk_size=\d+ or less"):
+        xw.explain(b, x, "rise", n_masks=100_000, chunk_size=100_000)
 
 
 def test_deterministic_for_a_seed_and_independent_of_chunks_and_batch() -> None:

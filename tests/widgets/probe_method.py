@@ -28,7 +28,7 @@ def _probe(ctx: KernelContext) -> KernelResult:
 
 def probe_spec(cost: str = "pass") -> MethodSpec:
     return MethodSpec(
-        name=f"probe_{cost}", label=f"Probe ({cost})", family="gradient", needs_layer=False,
+        name=f"probe_{cost}", label=f"Probe ({cost})", family="gradient", layer_policy="none",
         cost=cost, paper="none", rules=("gradient",), compute=_probe,  # type: ignore[arg-type]
         display=xw.RenderSettings(), summary="test method",
         params=(Param("scale", 1.0, float, "value", low=0.0, high=10.0),

@@ -67,7 +67,7 @@ def test_curves_are_those_of_the_shown_map(small, counter) -> None:
 
     counter.images = 0
     session.select(target=None)  # back to the first map: cached, no pass at all
-    session.display(colormap="magma", opacity=0.3)  # same ranking: nothing to measure
+    session.display(cmap="magma", opacity=0.3)  # same ranking: nothing to measure
     assert counter.images == 0
     assert seen[-1].result is curves
 
@@ -103,7 +103,7 @@ def test_a_new_map_cancels_the_running_measurement(small) -> None:
     wait_until(lambda: any(f not in (None, 0.0) for _, f in fractions))
     latest = session.select(target=2)
     wait_until(lambda: seen and seen[-1].selection == latest.selection, timeout=60)
-    wait_until(lambda: session._job is None and not session._queue)
+    wait_until(lambda: not session.jobs.busy())
     assert [m.selection for m in seen] == [latest.selection]  # the first map's never came
     assert fractions[-1] == ("curves", None)  # the panel's progress bar is hidden
 
@@ -182,7 +182,7 @@ def test_an_optimisation_shows_its_map_and_loss_as_it_goes(small) -> None:
     session.select(method="feature_inversion", params=params)
     wait_until(lambda: session.scene is not None and
                session.scene.selection.method == "feature_inversion", timeout=60)
-    wait_until(lambda: session._job is None)  # the app has drawn the final scene
+    wait_until(lambda: not session.jobs.busy())  # the app has drawn the final scene
     final = session.scene.explanation
     assert [p.frame.caption.rsplit(" · ", 1)[1] for p in previews] == \
         ["25% done", "50% done", "75% done", "100% done"]

@@ -10,6 +10,11 @@
   normalised input space: ``black`` (a black photo pushed through the normalisation),
   ``mean`` (zero: the dataset mean colour), ``blurred``, ``uniform`` noise, or a user tensor.
 * :func:`quadrature`: points and weights of the Riemann and Gauss–Legendre rules on [0, 1].
+* :func:`chunk_rows` and :func:`out_of_memory_as_parameter_error`: a ``chunk_size`` larger
+  than memory allows is a :class:`~xai_widgets.errors.ParameterError` that says what to use,
+  before the first chunk when the chunk's own tensors cannot fit (free memory from
+  ``/proc/meminfo`` or ``torch.cuda.mem_get_info``), or when an allocation fails in a pass
+  (the model's activations), never a raw allocator error.
 """
 
 from __future__ import annotations
@@ -37,6 +42,76 @@ def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` of consecutive chunks of at most ``size`` jobs out of ``total``."""
     for start in range(0, total, size):
         yield start, min(start + size, total)
+
+
+def chunk_rows(chunk_size: int, jobs: int, bytes_per_job: int, device: torch.device,
+               method: str) -> int:
+    """The inputs per pass: ``chunk_size``, at most ``jobs``. A :class:`ParameterError` that
+    names a chunk size that fits when that many inputs need more than the memory available
+    on ``device``, counting ``bytes_per_job`` each (a lower bound: the chunk's own tensors)."""
+    rows = max(1, min(int(chunk_size), jobs))
+    available = available_memory(device)
+    if available is None or rows <= 1 or rows * bytes_per_job <= available:
+        return rows
+    fits = max(1, available // bytes_per_job // 2)
+    raise ParameterError(
+        f"{method}: chunk_size={chunk_size} needs at least {_size(rows * bytes_per_job)} on "
+        f"{device} ({_size(bytes_per_job)} per input), more than the {_size(available)} "
+        f"available; use chunk_size={fits} or less (the result does not depend on it)")
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on ``device`` (``None`` where that is unknown)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free) + int(cached)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as info:
+                for line in info:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:  # not Linux
+            return None
+    return None
+
+
+@contextmanager
+def out_of_memory_as_parameter_error(rows: int, device: torch.device,
+                                     method: str) -> Iterator[None]:
+    """An allocation that fails inside (a pass over ``rows`` inputs) becomes a
+    :class:`ParameterError` that asks for a smaller ``chunk_size``."""
+    try:
+        yield
+    except ParameterError:  # an inner method's own (a SmoothGrad base) says it already
+        raise
+    except Exception as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        hint = (f"use a smaller chunk_size, e.g. {max(1, rows // 4)} (the result does not "
+                "depend on it)" if rows > 1 else "even one input does not fit: free memory "
+                "or use a smaller input")
+        raise ParameterError(f"{method}: a pass over {rows} inputs ran out of memory on "
+                             f"{device}; {hint}") from exc
+
+
+def _is_out_of_memory(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an error it was raised from, is an allocator's failure."""
+    while exc is not None:
+        if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or \
+                "can't allocate memory" in str(exc):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def _size(count: int) -> str:
+    """Bytes for a person: ``'2.4 GB'``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count} bytes"
 
 
 def generator(seed: int, device: torch.device) -> torch.Generator:

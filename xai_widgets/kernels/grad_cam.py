@@ -26,7 +26,7 @@ SPEC = MethodSpec(
     name="grad_cam",
     label="Grad-CAM",
     family="cam",
-    needs_layer=True,
+    layer_policy="required",
     cost="pass",
     paper="Selvaraju et al. Grad-CAM: Visual Explanations from Deep Networks via "
           "Gradient-based Localization. ICCV 2017",

@@ -32,7 +32,7 @@ SPEC = MethodSpec(
     name="grad_cam_pp",
     label="Grad-CAM++",
     family="cam",
-    needs_layer=True,
+    layer_policy="required",
     cost="pass",
     paper="Chattopadhyay et al. Grad-CAM++: Generalized Gradient-based Visual Explanations "
           "for Deep Convolutional Networks. WACV 2018",

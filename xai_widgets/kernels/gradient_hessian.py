@@ -215,7 +215,7 @@ SPEC = MethodSpec(
     name=NAME,
     label="Gradient–Hessian (2ndG)",
     family="gradient",
-    needs_layer=True,
+    layer_policy="required",
     cost="pass",
     paper="Wang, Vasconcelos. Deliberative Explanations: visualizing network insecurities. "
           "NeurIPS 2019",

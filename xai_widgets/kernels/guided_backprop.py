@@ -24,7 +24,8 @@ SPEC = MethodSpec(
     name="guided_backprop",
     label="Guided backprop",
     family="propagation",
-    needs_layer=False,
+    layer_policy="none",
+    noise_wrappable=True,
     cost="pass",
     paper="Springenberg et al. Striving for Simplicity: The All Convolutional Net. "
           "ICLR Workshop 2015",

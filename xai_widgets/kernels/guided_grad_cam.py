@@ -27,7 +27,7 @@ SPEC = MethodSpec(
     name="guided_grad_cam",
     label="Guided Grad-CAM",
     family="propagation",
-    needs_layer=True,
+    layer_policy="required",
     cost="pass",
     paper="Selvaraju et al. Grad-CAM: Visual Explanations from Deep Networks via "
           "Gradient-based Localization. ICCV 2017",

@@ -24,7 +24,8 @@ SPEC = MethodSpec(
     name="input_x_gradient",
     label="Input × gradient",
     family="gradient",
-    needs_layer=False,
+    layer_policy="none",
+    noise_wrappable=True,
     cost="pass",
     paper="Shrikumar et al. Not Just a Black Box: Learning Important Features Through "
           "Propagating Activation Differences. arXiv:1605.01713, 2016",

@@ -40,10 +40,12 @@ from ._iterative import (
     BASELINES,
     QUADRATURES,
     baseline,
+    chunk_rows,
     chunks,
     inference,
     logits_of,
     model_input,
+    out_of_memory_as_parameter_error,
     quadrature,
 )
 from .spec import KernelContext, KernelResult, MethodSpec, Param
@@ -93,9 +95,11 @@ def integrated_path_gradients(ctx: KernelContext, start: torch.Tensor, end: torc
     ``preview(partial_sum)`` -> a preview map for the progress report."""
     p = ctx.params
     points, weights = quadrature(p["quadrature"], p["n_steps"], method)
-    chunk_size = int(p["chunk_size"])
     bundle = ctx.traces.bundle
     images, steps = len(start), len(points)
+    # per input: the point on the path, the trace's copy of it and its gradient
+    chunk_size = chunk_rows(p["chunk_size"], images * steps,
+                            3 * start[0].numel() * start.element_size(), start.device, method)
     alphas = torch.tensor(points, dtype=start.dtype, device=start.device)
     factors = torch.tensor(weights, dtype=start.dtype, device=start.device)
     record = [] if name == INPUT else [name]
@@ -104,31 +108,32 @@ def integrated_path_gradients(ctx: KernelContext, start: torch.Tensor, end: torc
     total: torch.Tensor | None = None
     at_start = torch.full((images,), float("nan"), dtype=torch.float64, device=start.device)
     jobs = images * steps
-    for first, stop in chunks(jobs, chunk_size):
-        job = torch.arange(first, stop, device=start.device)
-        step, image = job // images, job % images  # step-major: every image at once
-        inputs = torch.addcmul(start[image], alphas[step].view(-1, 1, 1, 1), difference[image])
-        targets = tuple(ctx.targets[i] for i in image.tolist())
-        trace = Trace(bundle, inputs, "gradient", record=record, copy=copy,
-                      retain_graph=False)
-        grads = trace.gradient(targets, name)
-        first_point = (step == 0) & (alphas[0] == 0)
-        if bool(first_point.any()):
-            rows = first_point.nonzero()[:, 0]
-            at_start[image[rows]] = trace.logits.detach().double()[
-                rows, torch.tensor(targets, device=rows.device)[rows]]
-        del trace, inputs
-        if total is None:
-            total = torch.zeros((images, *grads.shape[1:]), dtype=grads.dtype,
-                                device=grads.device)
-        # Σ_k w_k ∇_k per image as one matrix product: (images × chunk) @ (chunk × values)
-        mixing = torch.zeros(images, len(job), dtype=grads.dtype, device=grads.device)
-        mixing[image, torch.arange(len(job), device=grads.device)] = \
-            factors[step].to(grads.dtype)
-        total.view(images, -1).addmm_(mixing, grads.reshape(len(job), -1))
-        del grads
-        ctx.report(stop / jobs,
-                   None if preview is None or ctx.progress is None else preview(total))
+    with out_of_memory_as_parameter_error(chunk_size, start.device, method):
+        for first, stop in chunks(jobs, chunk_size):
+            job = torch.arange(first, stop, device=start.device)
+            step, image = job // images, job % images  # step-major: every image at once
+            inputs = torch.addcmul(start[image], alphas[step].view(-1, 1, 1, 1), difference[image])
+            targets = tuple(ctx.targets[i] for i in image.tolist())
+            trace = Trace(bundle, inputs, "gradient", record=record, copy=copy,
+                          retain_graph=False)
+            grads = trace.gradient(targets, name)
+            first_point = (step == 0) & (alphas[0] == 0)
+            if bool(first_point.any()):
+                rows = first_point.nonzero()[:, 0]
+                at_start[image[rows]] = trace.logits.detach().double()[
+                    rows, torch.tensor(targets, device=rows.device)[rows]]
+            del trace, inputs
+            if total is None:
+                total = torch.zeros((images, *grads.shape[1:]), dtype=grads.dtype,
+                                    device=grads.device)
+            # Σ_k w_k ∇_k per image as one matrix product: (images × chunk) @ (chunk × values)
+            mixing = torch.zeros(images, len(job), dtype=grads.dtype, device=grads.device)
+            mixing[image, torch.arange(len(job), device=grads.device)] = \
+                factors[step].to(grads.dtype)
+            total.view(images, -1).addmm_(mixing, grads.reshape(len(job), -1))
+            del grads
+            ctx.report(stop / jobs,
+                       None if preview is None or ctx.progress is None else preview(total))
     assert total is not None
     return total, (None if bool(at_start.isnan().any()) else at_start)
 
@@ -164,7 +169,8 @@ SPEC = MethodSpec(
     name=NAME,
     label="Integrated gradients",
     family="gradient",
-    needs_layer=False,
+    layer_policy="none",
+    noise_wrappable=True,
     cost="iterative",
     paper="Sundararajan et al. Axiomatic Attribution for Deep Networks. ICML 2017",
     rules=("gradient",),

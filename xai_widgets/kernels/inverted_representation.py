@@ -97,7 +97,7 @@ SPEC = MethodSpec(
     name="inverted_representation",
     label="Inverted representation",
     family="optimisation",
-    needs_layer=True,
+    layer_policy="required",
     cost="iterative",
     paper="Mahendran, Vedaldi. Understanding Deep Image Representations by Inverting Them. "
           "CVPR 2015",

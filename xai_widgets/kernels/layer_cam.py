@@ -23,7 +23,7 @@ SPEC = MethodSpec(
     name="layer_cam",
     label="LayerCAM",
     family="cam",
-    needs_layer=True,
+    layer_policy="required",
     cost="pass",
     paper="Jiang et al. LayerCAM: Exploring Hierarchical Class Activation Maps for "
           "Localization. IEEE TIP 2021",

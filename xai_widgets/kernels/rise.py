@@ -12,11 +12,12 @@ Shape ``(N, H, W)`` at the model input's resolution, raw (≥ 0 for probabilitie
 region is filled with ``mean`` (zero input, as the authors' code multiplies the normalised
 image), ``black``, ``blurred`` or ``uniform`` noise.
 
-The masks are drawn from a local generator seeded with ``seed`` (grids and shifts of all
-masks at once, so the result depends on neither the chunk size nor the batch: every image
-sees the same masks), and are built ``chunk_size`` forwards at a time, so memory is bounded by
-the chunk. The forwards run under ``torch.inference_mode()`` in eval mode; progress is
-reported after every chunk (with the partial map as a preview).
+Mask ``i`` is drawn from its own local generator, seeded with ``(seed, i)`` on the CPU (the
+same grids on any device), when its chunk comes: the result depends on neither the chunk
+size nor the batch (every image sees the same masks), and memory is bounded by the chunk
+whatever the number of masks (a ``chunk_size`` whose masked inputs cannot fit is refused with
+the size that does). The forwards run under ``torch.inference_mode()`` in eval mode;
+progress is reported after every chunk (with the partial map as a preview).
 
 Petsiuk, Das, Saenko. "RISE: Randomized Input Sampling for Explanation of Black-box Models."
 BMVC 2018. arXiv:1806.07421.
@@ -35,11 +36,12 @@ from ._iterative import (
     BASELINES,
     SCORES,
     baseline,
+    chunk_rows,
     chunks,
-    generator,
     inference,
     logits_of,
     model_input,
+    out_of_memory_as_parameter_error,
     target_score,
 )
 from .spec import KernelContext, KernelResult, MethodSpec, Param
@@ -48,29 +50,43 @@ NAME = "rise"
 
 
 class Masks:
-    """The ``count`` RISE masks of one seed for inputs of ``size = (H, W)``, made on demand."""
+    """The RISE masks of one seed for inputs of ``size = (H, W)``, made a chunk at a time."""
 
-    def __init__(self, count: int, grid: int, keep: float, size: tuple[int, int], seed: int,
+    def __init__(self, grid: int, keep: float, size: tuple[int, int], seed: int,
                  device: torch.device, dtype: torch.dtype) -> None:
         height, width = size
-        self.size, self.grid, self.dtype = size, grid, dtype
+        self.size, self.grid, self.keep, self.seed = size, grid, keep, seed
+        self.device, self.dtype = device, dtype
         self.cell = (math.ceil(height / grid), math.ceil(width / grid))
-        g = generator(seed, device)
-        self.grids = (torch.rand(count, grid, grid, generator=g, device=device) < keep
-                      ).to(dtype)
-        self.shift_y = torch.randint(0, self.cell[0], (count,), generator=g, device=device)
-        self.shift_x = torch.randint(0, self.cell[1], (count,), generator=g, device=device)
+
+    def draw(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Binary grids ``(c, s, s)`` and shifts ``(c,)``, ``(c,)`` of masks ``start:stop``:
+        mask ``i`` from a CPU generator seeded with ``seed · 1 000 003 + i`` (``i < 10⁶``, so
+        no two (seed, mask) pairs share a seed)."""
+        cells = self.grid * self.grid
+        uniform = torch.stack([
+            torch.rand(cells + 2, generator=torch.Generator().manual_seed(
+                self.seed * 1_000_003 + i)) for i in range(start, stop)])
+        grids = (uniform[:, :cells] < self.keep).view(-1, self.grid, self.grid)
+        shift_y = (uniform[:, cells] * self.cell[0]).long()
+        shift_x = (uniform[:, cells + 1] * self.cell[1]).long()
+        return grids, shift_y, shift_x
 
     def __call__(self, start: int, stop: int) -> torch.Tensor:
         """Masks ``start:stop``, ``(stop − start, H, W)``."""
+        grids, shift_y, shift_x = self.draw(start, stop)
         up = ((self.grid + 1) * self.cell[0], (self.grid + 1) * self.cell[1])
-        big = F.interpolate(self.grids[start:stop, None], size=up, mode="bilinear",
-                            align_corners=False)[:, 0]
+        big = F.interpolate(grids[:, None].to(self.device, self.dtype), size=up,
+                            mode="bilinear", align_corners=False)[:, 0]
         height, width = self.size
-        shifts = zip(self.shift_y[start:stop].tolist(), self.shift_x[start:stop].tolist(),
-                     strict=True)
+        shifts = zip(shift_y.tolist(), shift_x.tolist(), strict=True)
         return torch.stack([big[i, dy:dy + height, dx:dx + width]
                             for i, (dy, dx) in enumerate(shifts)])
+
+    def bytes_per_mask(self) -> int:
+        """Memory of one mask while it is made: the upsampled grid and its crop."""
+        up = (self.grid + 1) ** 2 * self.cell[0] * self.cell[1]
+        return (up + self.size[0] * self.size[1]) * torch.finfo(self.dtype).bits // 8
 
 
 def compute(ctx: KernelContext) -> KernelResult:
@@ -83,13 +99,17 @@ def compute(ctx: KernelContext) -> KernelResult:
     if keep <= 0:
         raise ParameterError(f"{NAME}: keep_probability must be positive (a mask must keep "
                              "something), got 0; the paper uses 0.5")
-    masks = Masks(count, int(p["grid_size"]), keep, (height, width), int(p["seed"]),
-                  x.device, x.dtype)
-    per_chunk = max(1, int(p["chunk_size"]) // images)
+    masks = Masks(int(p["grid_size"]), keep, (height, width), int(p["seed"]), x.device,
+                  x.dtype)
+    # one row per (mask, image): the masked input, and its share of the mask
+    per_row = x[0].numel() * x.element_size() + masks.bytes_per_mask() // images
+    rows = chunk_rows(p["chunk_size"], count * images, per_row, x.device, NAME)
+    per_chunk = max(1, rows // images)
     targets = ctx.target_index.repeat(per_chunk)
     saliency = torch.zeros(images, height * width, dtype=torch.float32, device=x.device)
     difference = x - fill
-    with inference(bundle):
+    with out_of_memory_as_parameter_error(per_chunk * images, x.device, NAME), \
+            inference(bundle):
         for start, stop in chunks(count, per_chunk):
             m = masks(start, stop)  # (c, H, W)
             batch = torch.addcmul(fill[None], m[:, None, None], difference[None]).flatten(0, 1)
@@ -106,7 +126,7 @@ SPEC = MethodSpec(
     name=NAME,
     label="RISE",
     family="perturbation",
-    needs_layer=False,
+    layer_policy="none",
     cost="iterative",
     paper="Petsiuk et al. RISE: Randomized Input Sampling for Explanation of Black-box "
           "Models. BMVC 2018",

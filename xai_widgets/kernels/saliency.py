@@ -23,7 +23,8 @@ SPEC = MethodSpec(
     name="saliency",
     label="Saliency (gradient)",
     family="gradient",
-    needs_layer=False,
+    layer_policy="none",
+    noise_wrappable=True,
     cost="pass",
     paper="Simonyan et al. Deep Inside Convolutional Networks: Visualising Image "
           "Classification Models and Saliency Maps. ICLR Workshop 2014",

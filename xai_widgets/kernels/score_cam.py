@@ -32,10 +32,12 @@ from ..render import RenderSettings
 from ._iterative import (
     SCORES,
     baseline,
+    chunk_rows,
     chunks,
     inference,
     logits_of,
     model_input,
+    out_of_memory_as_parameter_error,
     target_score,
 )
 from .spec import KernelContext, KernelResult, MethodSpec, Param
@@ -66,9 +68,11 @@ def compute(ctx: KernelContext) -> KernelResult:
     image_index, channel_index = usable.nonzero(as_tuple=True)
     jobs = len(image_index)
     weights = torch.zeros(images, channels, dtype=torch.float32, device=activation.device)
-    chunk_size = int(p["chunk_size"])
+    # per input: the masked input, the filled and the difference rows it is made of
+    chunk_size = chunk_rows(p["chunk_size"], jobs, 3 * x[0].numel() * x.element_size(),
+                            x.device, NAME)
     targets = ctx.target_index.to(activation.device)
-    with inference(bundle):
+    with out_of_memory_as_parameter_error(chunk_size, x.device, NAME), inference(bundle):
         for start, stop in chunks(jobs, chunk_size):
             image = image_index[start:stop]
             channel = channel_index[start:stop]
@@ -96,7 +100,7 @@ SPEC = MethodSpec(
     name=NAME,
     label="Score-CAM",
     family="cam",
-    needs_layer=True,
+    layer_policy="required",
     cost="iterative",
     paper="Wang et al. Score-CAM: Score-Weighted Visual Explanations for Convolutional "
           "Neural Networks. CVPR Workshops 2020",

@@ -36,12 +36,16 @@ import torch
 from ..errors import ParameterError
 from ..render import RenderSettings
 from ..trace import TraceSet
-from ._iterative import chunks, generator, model_input
+from ._iterative import (
+    chunk_rows,
+    chunks,
+    generator,
+    model_input,
+    out_of_memory_as_parameter_error,
+)
 from .spec import KernelContext, KernelResult, MethodSpec, Param
 
 NAME = "smoothgrad"
-#: gradient-type methods SmoothGrad can wrap (input-level, per-channel maps)
-BASES = ("saliency", "input_x_gradient", "guided_backprop", "deconvnet", "integrated_gradients")
 AGGREGATES = ("mean", "square", "variance")
 
 
@@ -51,57 +55,69 @@ def noise(sample: int, seed: int, shape: torch.Size, like: torch.Tensor) -> torc
     return torch.randn(shape, generator=g, device=like.device, dtype=like.dtype)
 
 
+def bases() -> tuple[str, ...]:
+    """The methods SmoothGrad can wrap: those whose spec says ``noise_wrappable``
+    (gradient-type, per-channel maps of the input)."""
+    from . import REGISTRY  # the registry imports this module
+
+    return tuple(name for name, spec in REGISTRY.items() if spec.noise_wrappable)
+
+
 def compute(ctx: KernelContext) -> KernelResult:
-    from . import get_method  # the registry imports this module
+    from . import get_method
 
     p = ctx.params
     base = get_method(p["base"])
-    if base.name not in BASES:
+    if not base.noise_wrappable:
         raise ParameterError(f"{NAME}: base {base.name!r} is not a gradient method on the "
-                             f"input; use one of {', '.join(map(repr, BASES))}")
-    base_params = base.validate(
-        {"n_steps": p["base_steps"], "chunk_size": p["chunk_size"]}
-        if base.name == "integrated_gradients" else {})
-    chunk_size = int(p["chunk_size"])
+                             f"input; use one of {', '.join(map(repr, bases()))}")
+    # an iterative base runs base_steps steps in chunks of the same size
+    shared = {"n_steps": p["base_steps"], "chunk_size": p["chunk_size"]}
+    base_params = base.validate({name: value for name, value in shared.items()
+                                 if name in base.defaults()})
     bundle = ctx.traces.bundle
     x = model_input(bundle, ctx.traces.inputs)
     images, samples = len(x), int(p["n_samples"])
+    # per input: its copy, its noise, the noisy input and the base method's map
+    chunk_size = chunk_rows(p["chunk_size"], images * samples,
+                            4 * x[0].numel() * x.element_size(), x.device, NAME)
     sigma = p["noise_level"] * (x.flatten(1).amax(dim=1) - x.flatten(1).amin(dim=1))
     how = p["aggregate"]
     sums: list[torch.Tensor] = []  # Σ M and/or Σ M² per image
     jobs = images * samples
     drawn: dict[int, torch.Tensor] = {}
-    for first, stop in chunks(jobs, chunk_size):
-        job = torch.arange(first, stop, device=x.device)
-        sample, image = job // images, job % images  # sample-major: every image at once
-        for s in sample.unique().tolist():
-            if s not in drawn:
-                drawn[s] = noise(s, p["seed"], x.shape[1:], x)
-        eps = torch.stack([drawn[s] for s in sample.tolist()])
-        noisy = torch.addcmul(x[image], sigma[image].view(-1, 1, 1, 1), eps)
-        for s in [s for s in drawn if s < int(sample.max())]:
-            del drawn[s]
-        del eps
-        traces = TraceSet(bundle, noisy, with_graph=base.needs_gradient, one_shot=True)
-        chunk_ctx = KernelContext(traces, tuple(ctx.targets[i] for i in image.tolist()), None,
-                                  base_params)
-        maps = base.compute(chunk_ctx).map
-        del chunk_ctx, traces, noisy
-        if how == "variance":  # float64: E[M²] − E[M]² cancels
-            maps = maps.double()
-        terms = {"mean": (maps,), "square": (maps * maps,),
-                 "variance": (maps, maps * maps)}[how]
-        if not sums:
-            sums = [torch.zeros((images, *maps.shape[1:]), dtype=maps.dtype,
-                                device=maps.device) for _ in terms]
-        # the per-image sums as one matrix product: (images × chunk) @ (chunk × values)
-        mixing = torch.zeros(images, len(job), dtype=maps.dtype, device=maps.device)
-        mixing[image.to(maps.device), torch.arange(len(job), device=maps.device)] = 1
-        for total, term in zip(sums, terms, strict=True):
-            total.view(images, -1).addmm_(mixing, term.reshape(len(job), -1))
-        del maps, terms
-        ctx.report(stop / jobs, None if ctx.progress is None else
-                   _aggregate(sums, how, stop / images))
+    with out_of_memory_as_parameter_error(chunk_size, x.device, NAME):
+        for first, stop in chunks(jobs, chunk_size):
+            job = torch.arange(first, stop, device=x.device)
+            sample, image = job // images, job % images  # sample-major: every image at once
+            for s in sample.unique().tolist():
+                if s not in drawn:
+                    drawn[s] = noise(s, p["seed"], x.shape[1:], x)
+            eps = torch.stack([drawn[s] for s in sample.tolist()])
+            noisy = torch.addcmul(x[image], sigma[image].view(-1, 1, 1, 1), eps)
+            for s in [s for s in drawn if s < int(sample.max())]:
+                del drawn[s]
+            del eps
+            traces = TraceSet(bundle, noisy, with_graph=base.needs_gradient, one_shot=True)
+            chunk_ctx = KernelContext(traces, tuple(ctx.targets[i] for i in image.tolist()), None,
+                                      base_params)
+            maps = base.compute(chunk_ctx).map
+            del chunk_ctx, traces, noisy
+            if how == "variance":  # float64: E[M²] − E[M]² cancels
+                maps = maps.double()
+            terms = {"mean": (maps,), "square": (maps * maps,),
+                     "variance": (maps, maps * maps)}[how]
+            if not sums:
+                sums = [torch.zeros((images, *maps.shape[1:]), dtype=maps.dtype,
+                                    device=maps.device) for _ in terms]
+            # the per-image sums as one matrix product: (images × chunk) @ (chunk × values)
+            mixing = torch.zeros(images, len(job), dtype=maps.dtype, device=maps.device)
+            mixing[image.to(maps.device), torch.arange(len(job), device=maps.device)] = 1
+            for total, term in zip(sums, terms, strict=True):
+                total.view(images, -1).addmm_(mixing, term.reshape(len(job), -1))
+            del maps, terms
+            ctx.report(stop / jobs, None if ctx.progress is None else
+                       _aggregate(sums, how, stop / images))
     return KernelResult(_aggregate(sums, how, samples),
                         {"noise_std": sigma.float(), "base": base.name})
 
@@ -117,7 +133,7 @@ SPEC = MethodSpec(
     name=NAME,
     label="SmoothGrad",
     family="gradient",
-    needs_layer=False,
+    layer_policy="none",
     cost="iterative",
     paper="Smilkov et al. SmoothGrad: removing noise by adding noise. ICML Workshop 2017",
     rules=("gradient",),
@@ -125,7 +141,7 @@ SPEC = MethodSpec(
     display=RenderSettings(channels="max_abs", polarity="absolute", clip_percentile=99.0),
     params=(
         Param("base", "saliency", str, "the gradient method averaged over noisy copies",
-              choices=BASES),
+              choices=bases),
         Param("n_samples", 50, int, "noisy copies per image", low=1, high=100_000),
         Param("noise_level", 0.15, float, "noise standard deviation as a fraction of the "
               "image's value range (the paper finds 10–20% best)", low=0.0, high=1.0),

@@ -15,21 +15,23 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..errors import ParameterError, did_you_mean
+from ..errors import MethodError, ParameterError, did_you_mean
+from ..jobs import Cancelled, Progress
 from ..render import RenderSettings
 from ..rules import Rule
 from ..trace import INPUT, Targets, TraceSet
 
 Family = Literal["cam", "gradient", "propagation", "perturbation", "optimisation"]
 Cost = Literal["instant", "pass", "iterative"]
+#: ``"required"``: the map lives at a layer (``None`` = the model's default layer);
+#: ``"optional"``: the method finds its own layer unless given one (CAM: the layer that feeds
+#: the pooling); ``"none"``: the method works on the input and refuses a layer
+LayerPolicy = Literal["required", "optional", "none"]
 
-#: ``progress(fraction_done, preview)``: called by iterative kernels between chunks, with an
-#: optional raw preview map; it may raise :class:`Cancelled` to stop the kernel there.
-Progress = Callable[[float, "torch.Tensor | None"], None]
-
-
-class Cancelled(Exception):
-    """Raised by a progress callback to stop an iterative kernel between two chunks."""
+# Iterative kernels report progress with the job protocol of :mod:`xai_widgets.jobs`:
+# ``progress(fraction, preview)`` with an optional raw preview map, which may raise
+# :class:`Cancelled` to stop the kernel between two chunks.
+__all__ = ["Cancelled", "KernelContext", "KernelResult", "MethodSpec", "Param", "Progress"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ class Param:
 
     ``tensor=True`` on a str parameter also accepts, from Python, a tensor or array (e.g. a
     user's baseline image), which the kernel checks against the batch (a widget offers the
-    choices)."""
+    choices). ``choices`` may be a function, for a list known only once the registry is
+    built (SmoothGrad's base methods)."""
 
     name: str
     default: Any
@@ -47,8 +50,13 @@ class Param:
     help: str
     low: float | None = None
     high: float | None = None
-    choices: tuple[str, ...] = ()
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] = ()
     tensor: bool = False
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The allowed strings of a str parameter."""
+        return self.choices() if callable(self.choices) else self.choices
 
     def validate(self, value: Any, method: str) -> Any:
         where = f"{method}: parameter {self.name!r}"
@@ -59,11 +67,14 @@ class Param:
                 raise ParameterError(f"{where} must be True or False, got {value!r}")
             return value
         if self.kind is str:
-            if value not in self.choices:
-                raise ParameterError(f"{where} must be one of {', '.join(map(repr, self.choices))}"
+            if value not in self.options:
+                raise ParameterError(f"{where} must be one of {', '.join(map(repr, self.options))}"
                                      f", got {value!r}")
             return value
         is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if is_number and isinstance(value, int) and value.bit_length() > 64:
+            raise ParameterError(f"{where} must lie in [{self.low}, {self.high}], got an integer "
+                                 f"of about {int(value.bit_length() * 0.30103) + 1} digits")
         if not is_number or (self.kind is int and not float(value).is_integer()):
             kind = "an integer" if self.kind is int else "a number"
             raise ParameterError(f"{where} must be {kind}, got {value!r}")
@@ -131,7 +142,7 @@ class MethodSpec:
     name: str
     label: str
     family: Family
-    needs_layer: bool
+    layer_policy: LayerPolicy
     cost: Cost
     paper: str
     rules: tuple[Rule, ...]
@@ -140,10 +151,28 @@ class MethodSpec:
     params: tuple[Param, ...] = ()
     per_channel: bool = False
     needs_gradient: bool = True
+    #: a gradient-type map of the input that noise wrappers (SmoothGrad) may average
+    noise_wrappable: bool = False
     #: the kernel runs several backwards through one trace's graph; otherwise ``explain()``
     #: frees each part of the graph as its backward passes it (a lower peak of memory)
     reuses_graph: bool = False
     summary: str = ""
+
+    @property
+    def takes_layer(self) -> bool:
+        return self.layer_policy != "none"
+
+    def resolve_layer(self, bundle: Any, layer: Any) -> str | None:
+        """The layer the kernel gets, by the spec's :data:`LayerPolicy`: a canonical name,
+        or ``None`` (no layer, or the method's own choice). The one check of a ``layer=``."""
+        if self.layer_policy == "none":
+            if layer is not None:
+                raise MethodError(f"{self.name} works on the input and takes no layer; drop "
+                                  "layer= or use a layer method such as 'grad_cam'")
+            return None
+        if layer is None and self.layer_policy == "optional":
+            return None
+        return str(bundle.layers.resolve(layer, bundle.model))
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}

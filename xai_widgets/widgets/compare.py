@@ -4,21 +4,22 @@ adds the deletion and insertion areas of every cell (:mod:`xai_widgets.metrics.t
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
-from ..errors import XaiError
+from ..errors import ParameterError
 from ..explanation import Explanation
-from ..figures import ShowsFigure
+from ..figures import ShowsFigure, writable_path
 from ..kernels import get_method
 from ..kernels.spec import Progress
 from ..metrics.deletion import Score
 from ..metrics.table import AreaTable, area_table
 from ..models import ModelBundle
 from ..session import Selection, Session
+from ..targets import top_count
 
 
 class Compare(ShowsFigure):
@@ -40,12 +41,11 @@ class Compare(ShowsFigure):
         models = list(model) if isinstance(model, (list, tuple)) else [model]
         bundles = {f"{i}:{b.name}": b for i, b in enumerate(ModelBundle.wrap(m) for m in models)}
         self.session = Session(bundles, {"image": image}, threaded=False, top_k=top_k)
-        rows = [(m, {}) if isinstance(m, str) else (m[0], dict(m[1])) for m in methods]
+        rows = _rows(methods)
         self.methods = [get_method(name).name for name, _ in rows]
         self.settings = settings
         first = next(iter(bundles))
-        base = self.session.explanation(self.session._resolve(self.session.selection,
-                                                              {"model": first}))
+        base = self.session.explanation(self.session.resolve({"model": first}))
         self.top = base.top(top_k)[0]
         if len(bundles) > 1:
             self.columns = [(name.split(":", 1)[1], {"model": name}) for name in bundles]
@@ -60,8 +60,7 @@ class Compare(ShowsFigure):
             self.columns = [(title, {**changes, "target": target})
                             for title, changes in self.columns]
         self.cells: list[list[Selection]] = [
-            [self.session._resolve(self.session.selection,
-                                   {"method": method, "params": params, **changes})
+            [self.session.resolve({"method": method, "params": params, **changes})
              for _, changes in self.columns]
             for method, (_, params) in zip(self.methods, rows, strict=True)]
         self.grid: list[list[Explanation]] = [
@@ -129,20 +128,33 @@ class Compare(ShowsFigure):
         return figure
 
     def save(self, path: str | Path, dpi: int = 150) -> Path:
-        path = Path(path)
+        """Write the figure (``.png``, ``.pdf``, ``.svg``, ``.jpg``) into an existing folder."""
+        path = writable_path(path)
         self.figure().savefig(path, dpi=dpi)
         return path
 
 
+def _rows(methods: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Each row of methods as ``(name, params)``: from a name, or a ``(name, params)`` pair."""
+    rows = []
+    for method in [methods] if isinstance(methods, str) else list(methods):
+        if isinstance(method, str):
+            rows.append((method, {}))
+        elif isinstance(method, tuple) and len(method) == 2 and isinstance(method[0], str) \
+                and isinstance(method[1], Mapping):
+            rows.append((method[0], dict(method[1])))
+        else:
+            raise ParameterError(f"a row of methods is a name or a (name, params) pair such as "
+                                 f"('smoothgrad', {{'n_samples': 8}}), not {method!r}")
+    if not rows:
+        raise ParameterError("Compare needs at least one method, e.g. methods=['grad_cam']")
+    return rows
+
+
 def _targets(classes: str | Sequence[Any], top: list[tuple[int, str, float]]) -> list[Any]:
     if isinstance(classes, str):
-        if classes.lower().startswith("top") and classes[3:].isdigit():
-            count = int(classes[3:])
-            if not 1 <= count <= len(top):
-                raise XaiError(f"classes={classes!r}: choose top1 to top{len(top)} (or raise "
-                               "top_k)")
-            return [index for index, _, _ in top[:count]]
-        return [classes]
+        count = top_count(classes, len(top))  # top_k bounds what Compare ranked
+        return [classes] if count is None else [index for index, _, _ in top[:count]]
     return list(classes)
 
 

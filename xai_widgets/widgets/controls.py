@@ -23,7 +23,7 @@ def parameter_control(param: Param) -> widgets.ValueWidget:
     if param.kind is bool:
         return widgets.Checkbox(indent=False, **common)
     if param.kind is str:
-        return widgets.Dropdown(options=list(param.choices), **common)
+        return widgets.Dropdown(options=list(param.options), **common)
     bounded = param.low is not None and param.high is not None
     if param.kind is int:
         if bounded and param.high - param.low <= 10_000:  # type: ignore[operator]

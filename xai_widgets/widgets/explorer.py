@@ -23,7 +23,7 @@ from ..figures import figure_png
 from ..images import sample_images
 from ..kernels import REGISTRY, get_method
 from ..models import EMBEDDED, ZOO, ModelBundle, load_model, weights_on_disk
-from ..session import Scene, Session
+from ..session import Scene, Selection, Session
 from .canvas import CanvasView, png
 from .controls import STYLE, WIDE, ClassList, DisplayControls, parameter_controls
 from .metrics_panel import MetricsPanel, show_png
@@ -33,6 +33,8 @@ LOSS_SIZE, LOSS_DPI = (4.2, 1.5), 100  # the loss curve of an optimisation: 420 
 
 # The live app hides its static copy (kept for notebooks viewed without a kernel).
 CSS = """<style>
+.xai-status { white-space: normal; overflow-wrap: anywhere; max-width: 440px; }
+.xai-status .widget-html-content { white-space: normal; line-height: 1.3; }
 .xai-status-error { color: #b00020; }
 .xai-status-busy { color: #555; font-style: italic; }
 .xai-static { display: none; }
@@ -88,6 +90,8 @@ class Explorer:
         self.method_help = widgets.HTML(layout=widgets.Layout(width="300px"))
         self.params = widgets.VBox()
         self.layer = widgets.Dropdown(description="layer", style=STYLE, layout=WIDE)
+        self.all_layers = widgets.Checkbox(value=False, description="all layers", indent=False,
+                                           layout=widgets.Layout(width="300px"))
         self.classes = ClassList(session.top_k, lambda index: self._select(target=index))
         self.display_controls = DisplayControls(self._display)
         self.caption = widgets.HTML()
@@ -100,7 +104,8 @@ class Explorer:
             width="300px", display="none"))
         self.cancel = widgets.Button(description="cancel", icon="stop", layout=widgets.Layout(
             width="90px", display="none"))
-        self.status = widgets.HTML()
+        self.status = widgets.HTML(layout=widgets.Layout(width=f"{self.width}px"))
+        self.status.add_class("xai-status")
         self.loss_plot = widgets.Image(format="png", layout=widgets.Layout(display="none"))
         self.loss_plot.add_class("xai-loss")
         self._loss_shown: torch.Tensor | None = None
@@ -110,6 +115,7 @@ class Explorer:
         self.model.observe(lambda c: self._select(model=c["new"]), names="value")
         self.method.observe(lambda c: self._select(method=c["new"]), names="value")
         self.layer.observe(lambda c: self._select(layer=c["new"]), names="value")
+        self.all_layers.observe(lambda _c: self._offer_layers(), names="value")
         self.upload.observe(self._uploaded, names="value")
         self.reset.on_click(lambda _b: self._clear_occlusion())
         self.cancel.on_click(lambda _b: session.cancel())
@@ -119,7 +125,7 @@ class Explorer:
 
         controls = widgets.VBox([
             widgets.HBox([self.image, self.upload]), self.model, self.method,
-            self.method_help, self.params, self.layer, self.classes.widget,
+            self.method_help, self.params, self.layer, self.all_layers, self.classes.widget,
             self.display_controls.widget,
         ], layout=widgets.Layout(width="320px", flex="0 0 320px"))  # never squeezed
         picture = widgets.VBox([self.view.widget, self.caption, self.readout, self.reset,
@@ -162,9 +168,9 @@ class Explorer:
             return
         self.view.set_box(None)
         scene = self.session.select(**changes)
-        if scene is None and self.session.scene is not None and not self.session.busy:
-            with self._view_lock:  # refused: show what is really shown
-                self._sync_controls(self.session.scene)
+        if scene is None and self.session.scene is not None:
+            with self._view_lock:  # refused, or a job computes it: show what is asked for
+                self._sync_controls(self.session.requested)
 
     def _display(self, changes: dict[str, Any]) -> None:
         if not self._syncing:
@@ -232,6 +238,8 @@ class Explorer:
             self._draw(payload)
         elif event == "status":
             self._set_status(*payload)
+        elif event == "request":
+            self._sync_controls(payload)
         elif event == "progress":
             busy = payload is not None
             self.progress.layout.display = "" if busy else "none"
@@ -246,7 +254,7 @@ class Explorer:
         key = (scene.selection.model, scene.selection.image,
                None if occlusion is None else occlusion.box)
         self.view.show(photo, scene.frame.heat, key)
-        self.caption.value = f"<b>{scene.frame.caption}</b>"
+        self.caption.value = f"<b>{html.escape(scene.frame.caption)}</b>"
         loss = scene.explanation.extras.get("loss")
         if isinstance(loss, torch.Tensor) and loss.ndim == 2 and loss.shape[1] > 1:
             if loss is not self._loss_shown:  # a display change keeps the plot
@@ -264,32 +272,35 @@ class Explorer:
         self.classes.show(scene.top, target, explanation.bundle.class_name(target),
                           float(explanation.probabilities[0, target]),
                           None if occlusion is None else occlusion.probabilities)
-        self._sync_controls(scene)
+        self._sync_controls(scene.selection)
         if occlusion is None:
             self._set_status("", "info")
 
-    def _sync_controls(self, scene: Scene) -> None:
-        selection = scene.selection
+    def _sync_controls(self, selection: Selection, layer: str | None = None) -> None:
+        """Controls show ``selection`` (what is on view, or what a job computes); ``layer``
+        is the layer the map was computed at, for a method that picks its own (CAM)."""
         spec = get_method(selection.method)
         bundle = self.session.bundle(selection.model)
+        scene = self.session.scene
+        if layer is None and scene is not None and scene.selection == selection:
+            layer = scene.explanation.layer
         self._syncing = True
         try:
             self.image.options = list(self.session.images)
             self.image.value = selection.image
             self.model.value = selection.model
             self.method.value = selection.method
-            self.method_help.value = (f'<div style="line-height: 1.3"><small>{spec.summary}'
-                                      f"<br><i>{spec.paper}</i></small></div>")
+            self.method_help.value = (f'<div style="line-height: 1.3"><small>'
+                                      f"{html.escape(spec.summary)}<br><i>"
+                                      f"{html.escape(spec.paper)}</i></small></div>")
             if self._layers_of != selection.model:
-                default = bundle.layers.default
-                self.layer.options = [
-                    (f"{info}{'  ★ default' if info.name == default else ''}", info.name)
-                    for info in bundle.layers]
                 self._layers_of = selection.model
                 self.classes.set_names(
                     [bundle.class_name(i) for i in range(bundle.layers.num_classes)])
-            self.layer.value = selection.layer
-            self.layer.disabled = not spec.needs_layer
+            shown = selection.layer or layer
+            self._offer_layers(shown)
+            self.layer.value = shown
+            self.layer.disabled = not spec.takes_layer
             if set(self._param_controls) != {p.name for p in spec.params} or \
                     getattr(self, "_params_of", None) != spec.name:
                 self._param_controls = parameter_controls(spec)
@@ -303,10 +314,29 @@ class Explorer:
         finally:
             self._syncing = False
 
+    def _offer_layers(self, keep: str | None = None) -> None:
+        """The layer menu: the main layers of the model (blocks, with their shapes), or all
+        candidates when "all layers" is ticked; the layer on view is always offered."""
+        bundle = self.session.bundle(self.session.requested.model)
+        catalog = bundle.layers
+        keep = keep if keep is not None else self.layer.value
+        offered = [info for info in catalog
+                   if self.all_layers.value or info in catalog.main or info.name == keep]
+        options = [(f"{info.name}  {'×'.join(map(str, info.shape))}"
+                    f"{'  ★ default' if info.name == catalog.default else ''}", info.name)
+                   for info in offered]
+        if options != list(self.layer.options):
+            syncing, self._syncing = self._syncing, True
+            try:
+                self.layer.options = options
+                self.layer.value = keep if keep in {name for _, name in options} else None
+            finally:
+                self._syncing = syncing
+
     def _set_status(self, text: str, level: str) -> None:
         icon = {"error": "⚠ ", "busy": "⏳ "}.get(level, "")
-        self.status.value = (f'<span class="xai-status-{level}">{icon}{text}</span>'
-                             if text else "")
+        self.status.value = (f'<span class="xai-status-{level}">{icon}{html.escape(text)}'
+                             "</span>" if text else "")
 
 
 def loss_png(loss: torch.Tensor) -> bytes:

@@ -1,0 +1,38 @@
+"""Progress bars for long Python calls, in a terminal and in a notebook (``tqdm.auto``).
+
+Every call that can take more than a few seconds (an iterative method from ``explain``,
+``Compare.metrics``, the folder evaluation, training) shows one, unless the caller passes
+``progress=False``. The bar is driven by the toolkit's progress protocol,
+``progress(fraction, preview)`` (:mod:`xai_widgets.jobs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .jobs import Progress
+
+STEPS = 1000  # a fraction is shown in thousandths
+
+
+@contextmanager
+def progress_bar(description: str, enabled: bool = True) -> Iterator[Progress | None]:
+    """A ``progress(fraction, preview)`` callback that moves a tqdm bar (``None`` when not
+    ``enabled``); the bar is closed on exit, whether the work ended or raised."""
+    if not enabled:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=STEPS, desc=description, leave=False,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+
+    def report(fraction: float, _preview: Any = None) -> None:
+        bar.update(max(0, round(fraction * STEPS) - bar.n))
+
+    try:
+        yield report
+    finally:
+        bar.close()
