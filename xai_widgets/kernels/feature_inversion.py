@@ -163,7 +163,7 @@ SPEC = MethodSpec(
     name="feature_inversion",
     label="Guided feature inversion",
     family="optimisation",
-    needs_layer=True,
+    layer_policy="required",
     cost="iterative",
     paper="Du, Liu, Song, Hu. Towards Explanation of DNN-based Prediction with Guided "
           "Feature Inversion. KDD 2018",

@@ -106,6 +106,10 @@ def classifier_chain(model: nn.Module, inputs: torch.Tensor) -> Chain:
 def compute(ctx: KernelContext) -> KernelResult:
     bundle = ctx.traces.bundle
     inputs = ctx.traces.any().input.detach()
+    if inputs.dtype in (torch.float16, torch.bfloat16):
+        raise MethodError(f"layerwise_inverse solves its per-layer problems in float32 or "
+                          f"float64, and this model runs in {inputs.dtype}; explain a float32 "
+                          "copy of it: copy.deepcopy(model).float()")
     chain = classifier_chain(bundle.model, inputs)
     settings = settings_of(dict(ctx.params))
     targets = ctx.target_index
@@ -387,7 +391,7 @@ SPEC = MethodSpec(
     name="layerwise_inverse",
     label="Layer-wise inverse",
     family="optimisation",
-    needs_layer=False,
+    layer_policy="none",
     cost="iterative",
     paper="Kwon, Koo, Soh, Cho. Inverse-Based Approach to Explaining and Visualizing "
           "Convolutional Neural Networks. IEEE TNNLS 2021",
