@@ -3,11 +3,13 @@ models that take one input size."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from tiny_models import PlainNet, VggNet, bundle
+from torch import nn
 
 import xai_widgets as xw
 from xai_widgets.request import Request, bundle_for
@@ -132,3 +134,35 @@ def test_huge_numbers_are_refused_as_parameters() -> None:
     with pytest.raises(xw.ParameterError, match="must lie in"):
         xw.explain(bundle(PlainNet()), torch.randn(1, 3, 16, 16), "integrated_gradients",
                    n_steps=10**400)
+
+
+def zero_class_model() -> xw.ModelBundle:
+    torch.manual_seed(0)
+    model = PlainNet()
+    with torch.no_grad():
+        model.fc.weight[2] = 0.0  # class 2 reads nothing
+    return bundle(model, classes=5)
+
+
+@pytest.mark.parametrize("method", ["grad_cam", "cam", "saliency", "input_x_gradient",
+                                    "guided_grad_cam", "layer_cam"])
+def test_an_all_zero_map_warns_and_says_so_in_its_caption(method: str) -> None:
+    x = torch.randn(2, 3, 16, 16)
+    with pytest.warns(xw.EmptyMapWarning, match="all-zero map for input 0.0, input 0.1.*head "
+                                                "weights are zero"):
+        e = xw.explain(zero_class_model(), x, method, target=2)
+    assert e.all_zero.tolist() == [True, True]
+    assert all(caption.endswith("· all-zero map") for caption in e.captions())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # another class: a real map, no warning
+        assert not xw.explain(zero_class_model(), x, method, target=1).all_zero.any()
+
+
+def test_the_explorer_says_when_a_map_is_all_zero() -> None:
+    app = xw.Explorer(zero_class_model(), images={"noise": torch.randn(1, 3, 16, 16)},
+                      zoo=False, threaded=False)
+    app.session.select(target=2)
+    assert "all-zero map" in app.status.value and "xai-status-warning" in app.status.value
+    assert app.caption.value.endswith("all-zero map</b>")
+    app.session.select(target=1)
+    assert app.status.value == ""

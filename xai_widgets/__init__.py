@@ -10,6 +10,7 @@ torch.Size([1, 7, 7])
 from __future__ import annotations
 
 from .errors import (
+    EmptyMapWarning,
     ImageError,
     LayerError,
     MethodError,
@@ -33,7 +34,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> object:
     """``Explorer`` and ``Compare`` load ipywidgets only when first used."""
-    if name in ("Explorer", "Compare"):
+    if name in ("Explorer", "Compare", "XFeatures", "Insecurities"):
         from . import widgets
 
         return getattr(widgets, name)
@@ -53,9 +54,11 @@ def list_layers(model: ModelBundle | object) -> LayerCatalog:
 __all__ = [
     "ZOO",
     "Compare",
+    "EmptyMapWarning",
     "Explanation",
     "Explorer",
     "ImageError",
+    "Insecurities",
     "LayerCatalog",
     "LayerError",
     "LayerInfo",

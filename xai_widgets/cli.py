@@ -34,14 +34,15 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("images", nargs="+", help="image files")
     explain.add_argument("--method", default="grad_cam", help="method name (see 'methods')")
     explain.add_argument("--target", default="top1",
-                         help="class index, class name or topK (default top1)")
+                         help="class index, class name, top1 or rankK (default top1)")
     explain.add_argument("--layer", default=None, help="layer name (see 'layers')")
     _model_options(explain)
     explain.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                          help="a method parameter, repeatable")
     explain.add_argument("--out", default="explanation.png",
-                         help="picture to write (.png, .pdf, .svg)")
-    explain.add_argument("--raw", default=None, help="also save the raw map as .npy")
+                         help="picture to write (.png, .pdf, .svg, .jpg) into an existing "
+                              "folder")
+    explain.add_argument("--raw", default=None, help="also save the raw map (a .npy file)")
     explain.add_argument("--cmap", default=None, help="matplotlib colormap")
     explain.add_argument("--opacity", type=float, default=None, help="heat layer opacity 0..1")
     explain.add_argument("--polarity", default=None,
@@ -55,31 +56,76 @@ def _parser() -> argparse.ArgumentParser:
     _model_options(layers)
     layers.set_defaults(run=_layers)
 
+    _evaluate_parser(commands)
+    return parser
+
+
+def _evaluate_parser(commands: Any) -> None:
+    """The ``evaluate`` and ``summarize`` commands; the metric choices come from the
+    registry."""
+    from .metrics.deletion import SCORES, SUBSTRATES
+    from .metrics.registry import REGISTRY
+
     evaluate = commands.add_parser(
-        "evaluate", help="faithfulness/localisation metrics over a folder (resumable)")
+        "evaluate", help="faithfulness/localisation metrics over a folder (resumable)",
+        description="Evaluate methods with metrics on every image of a folder; one JSON line "
+                    "per image and method in --out, flushed as it is computed (run the same "
+                    "command again to resume; a file that is not a results file is refused "
+                    "unchanged; a second run on the same --out is refused while one runs).")
     evaluate.add_argument("folder", help="folder of images (searched recursively)")
     evaluate.add_argument("--methods", default="grad_cam", help="comma-separated method names")
+    metrics = "; ".join(f"{spec.name} ({spec.label}{', needs --boxes' if spec.needs_boxes else ''})"
+                        for spec in REGISTRY.values())
     evaluate.add_argument("--metrics", default="deletion,insertion",
-                          help="comma-separated: deletion, insertion, pointing, "
-                               "energy_pointing, tradeoff, sanity")
+                          help=f"comma-separated, any of: {metrics} (default deletion,insertion)")
     evaluate.add_argument("--out", default="results.jsonl",
                           help="JSON-lines results file; rerun to resume (default results.jsonl)")
-    evaluate.add_argument("--labels", default=None, help="CSV of image,label (default: predicted)")
+    evaluate.add_argument("--labels", default=None,
+                          help="CSV file of 'image,label' rows: image = path relative to the "
+                               "folder or file name, label = class index or name (default: "
+                               "the predicted class)")
     evaluate.add_argument("--boxes", default=None,
-                          help="CSV of image,x0,y0,x1,y1 in the photo's pixels (pointing games)")
+                          help="CSV file of 'image,x0,y0,x1,y1' rows: the object's box in "
+                               "pixels of the photo file (continuous: an inclusive box "
+                               "xmin..xmax is xmin,xmax+1); several rows of one image are a "
+                               "union (pointing games)")
     evaluate.add_argument("--start", type=int, default=0, help="shard: first image index")
     evaluate.add_argument("--stop", type=int, default=None, help="shard: stop before this index")
     evaluate.add_argument("--stride", type=int, default=1, help="shard: take every n-th image")
+    evaluate.add_argument("--seed", type=int, default=0,
+                          help="seed of the sanity check and of the model drawn by "
+                               "--weights none (default 0)")
     evaluate.add_argument("--layer", default=None, help="layer for layer methods")
+    evaluate.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                          help="a method parameter, repeatable (e.g. "
+                               "integrated_gradients.steps=16)")
     _model_options(evaluate)
     evaluate.add_argument("--pixels-per-step", type=int, default=None,
                           help="deletion/insertion step (default: the input width)")
-    evaluate.add_argument("--score", default="probability", choices=["probability", "logit"])
+    evaluate.add_argument("--deletion-substrate", default="zeros",
+                          help=f"{', '.join(SUBSTRATES)} or an image file (default zeros)")
+    evaluate.add_argument("--insertion-substrate", default="blur",
+                          help=f"{', '.join(SUBSTRATES)} or an image file (default blur; "
+                               "rise_blur: the RISE code's kernel)")
+    evaluate.add_argument("--score", default="probability", choices=SCORES)
     evaluate.add_argument("--chunk-size", type=int, default=None,
                           help="inputs per forward pass (default: 2 on a CPU, 32 on a GPU)")
     evaluate.add_argument("--no-plots", action="store_true", help="do not save the plots")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.add_argument("--workers", type=int, default=None,
+                          help="run on a Dask LocalCluster of this many single-threaded worker "
+                               "processes (pip install 'xai-widgets[distributed]')")
+    evaluate.add_argument("--scheduler", default=None,
+                          help="run on the Dask cluster of this scheduler, e.g. tcp://head:8786 "
+                               "(the workers must see the folder at the same path)")
+    evaluate.add_argument("--task-size", type=int, default=4,
+                          help="images per task on a cluster (default 4)")
     evaluate.set_defaults(run=_evaluate)
-    return parser
+
+    summarize = commands.add_parser("summarize", help="the table of results files (shards "
+                                                      "of one run are merged)")
+    summarize.add_argument("files", nargs="+", help="results files written by evaluate")
+    summarize.set_defaults(run=_summarize)
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -97,17 +143,23 @@ def _load(args: argparse.Namespace) -> Any:
 
 def _explain(args: argparse.Namespace) -> int:
     from .explain import explain
+    from .figures import writable_path
+    from .render import RenderSettings
 
+    # everything that can be refused is refused before any work is done
+    out = writable_path(args.out)
+    raw = writable_path(args.raw, (".npy",), "raw map") if args.raw else None
+    settings = {k: v for k, v in (("cmap", args.cmap), ("opacity", args.opacity),
+                                  ("polarity", args.polarity)) if v is not None}
+    RenderSettings().updated(**settings)
     target: Any = int(args.target) if args.target.lstrip("-").isdigit() else args.target
     explanation = explain(_load(args), args.images, method=args.method, target=target,
                           layer=args.layer, **_params(args.param))
-    settings = {k: v for k, v in (("cmap", args.cmap), ("opacity", args.opacity),
-                                  ("polarity", args.polarity)) if v is not None}
-    explanation.save(args.out, **settings)
-    print(f"{args.out}: {'; '.join(explanation.captions())}")
-    if args.raw:
-        explanation.save(args.raw)
-        print(f"{args.raw}: raw map {tuple(explanation.map.shape)}")
+    explanation.save(out, **settings)
+    print(f"{out}: {'; '.join(explanation.captions())}")
+    if raw is not None:
+        explanation.save(raw)
+        print(f"{raw}: raw map {tuple(explanation.map.shape)}")
     return 0
 
 
@@ -128,7 +180,7 @@ def _methods(_args: argparse.Namespace) -> int:
     from .kernels import REGISTRY
 
     for spec in REGISTRY.values():
-        layer = "layer" if spec.needs_layer else "     "
+        layer = {"required": "layer", "optional": "layer?", "none": ""}[spec.layer_policy]
         print(f"{spec.name:18} {spec.cost:9} {layer}  {spec.label}: {spec.summary}")
     return 0
 
@@ -139,18 +191,45 @@ def _layers(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .metrics import evaluate_folder
+    import torch
 
+    from .metrics import EvaluationSettings, evaluate_folder
+    from .metrics.cluster import local_client
+
+    method_params: dict[str, dict[str, Any]] = {}
+    for name, value in _params(args.param).items():
+        method, dot, parameter = name.partition(".")
+        if not dot:
+            raise ParameterError(f"--param {name}=... must name the method: METHOD.NAME=VALUE, "
+                                 "e.g. integrated_gradients.steps=16")
+        method_params.setdefault(method, {})[parameter] = value
+    settings = EvaluationSettings(
+        methods=args.methods, metrics=args.metrics, layer=args.layer,
+        method_params=method_params, labels=args.labels, boxes=args.boxes, start=args.start,
+        stop=args.stop, stride=args.stride, seed=args.seed,
+        pixels_per_step=args.pixels_per_step, deletion_substrate=args.deletion_substrate,
+        insertion_substrate=args.insertion_substrate, score=args.score,
+        chunk_size=args.chunk_size)
+    torch.manual_seed(args.seed)  # the model that --weights none draws is the seed's
+    model = _load(args)
+    options = {"out": args.out, "progress": not args.no_progress, "plots": not args.no_plots}
     try:
-        run = evaluate_folder(
-            args.folder, _load(args), methods=args.methods.split(","),
-            metrics=args.metrics.split(","), out=args.out, labels=args.labels,
-            boxes=args.boxes, start=args.start, stop=args.stop, stride=args.stride,
-            layer=args.layer, pixels_per_step=args.pixels_per_step, score=args.score,
-            chunk_size=args.chunk_size, plots=not args.no_plots)
+        if args.workers is None and args.scheduler is None:
+            run = evaluate_folder(args.folder, model, settings, **options)
+        else:
+            with local_client(args.workers, args.scheduler) as client:
+                run = evaluate_folder(args.folder, model, settings, client=client,
+                                      task_size=args.task_size, **options)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {args.out} holds every finished record; run the same command "
               "again to resume", file=sys.stderr)
         return 130
     print(run.report())
+    return 0
+
+
+def _summarize(args: argparse.Namespace) -> int:
+    from .metrics import summarize
+
+    print(summarize(*args.files))
     return 0

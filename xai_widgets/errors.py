@@ -43,8 +43,23 @@ class ParameterError(XaiError, ValueError):
     """A method parameter is out of range or of the wrong type."""
 
 
+class MetricError(XaiError, ValueError):
+    """A map, a region, a setting or a results file that a metric cannot use as given."""
+
+
 class RuleWarning(UserWarning):
     """A backward rule could not be applied exactly everywhere (the result is approximate)."""
+
+
+class EmptyMapWarning(UserWarning):
+    """A map is zero everywhere: it shows nothing, and metrics would rank its pixels by
+    position only (a class whose head weights are zero, a model that ignores its input, a
+    baseline equal to the input, a zero initialisation)."""
+
+
+class MetricWarning(UserWarning):
+    """A metric's value rests on an arbitrary choice (a constant map orders its pixels by
+    position only)."""
 
 
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:

@@ -54,6 +54,11 @@ class Explanation(ShowsFigure):
         """The explained logit of each image, ``(N,)``."""
         return self.logits[torch.arange(len(self)), torch.tensor(self.targets)]
 
+    @property
+    def all_zero(self) -> torch.Tensor:
+        """Per image, whether its map is zero everywhere (it shows nothing), ``(N,)`` bool."""
+        return self.map.flatten(1).abs().amax(dim=1) == 0
+
     def top(self, k: int = 5) -> list[list[tuple[int, str, float]]]:
         """Per image, the ``k`` most probable classes as ``(index, name, probability)``."""
         values, indices = self.probabilities.topk(min(k, self.logits.shape[1]), dim=1)
@@ -64,12 +69,14 @@ class Explanation(ShowsFigure):
     def captions(self) -> list[str]:
         """One line per image: method, class, probability and logit, layer."""
         probabilities = self.probabilities  # computed once for the batch
+        empty = self.all_zero.tolist()
         lines = []
         for i, target in enumerate(self.targets):
             line = (f"{self.method.label} · {self.bundle.class_name(target)} "
                     f"(p={float(probabilities[i, target]):.2f}, "
                     f"logit {float(self.logits[i, target]):.2f})")
-            lines.append(line + (f" · layer {self.layer}" if self.layer else ""))
+            line += f" · layer {self.layer}" if self.layer else ""
+            lines.append(line + (" · all-zero map" if empty[i] else ""))
         return lines
 
     def settings(self, **changes: Any) -> RenderSettings:

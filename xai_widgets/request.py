@@ -16,6 +16,7 @@ CIFAR-style ``Linear`` after ``flatten``) works when given inputs of that size.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import EmptyMapWarning
 from .explanation import Explanation
 from .images import PreparedBatch
 from .kernels import get_method
@@ -54,6 +56,16 @@ def bundle_for(model: ModelBundle | nn.Module) -> ModelBundle:
     bundle = ModelBundle.wrap(model)
     _BUNDLES[model] = (structure, bundle)
     return bundle
+
+
+def empty_map_message(explanation: Explanation) -> str:
+    """What an all-zero map means, for a warning or a status line."""
+    images = [explanation.names[i] for i in explanation.all_zero.nonzero().flatten().tolist()]
+    return (f"{explanation.method.label} gives an all-zero map for "
+            f"{', '.join(images[:5])}{' …' if len(images) > 5 else ''}: it shows nothing. "
+            "Typical causes: the class's head weights are zero, the model ignores its input, "
+            "a baseline equal to the input, or a zero initialisation; try another class, "
+            "layer or method")
 
 
 @dataclass
@@ -98,15 +110,21 @@ class Request:
         return cls(bundle, batch, traces, spec, targets, layer_name, values)
 
     def run(self, progress: Progress | None = None,
-            live: dict[str, torch.Tensor] | None = None) -> Explanation:
+            live: dict[str, torch.Tensor] | None = None, warn: bool = True) -> Explanation:
         """Run the kernel (holding the model's lock). ``progress(fraction, raw_preview)`` is
         called between the chunks of an iterative method and may raise
-        :class:`~xai_widgets.jobs.Cancelled`; ``live`` receives the series it reports."""
+        :class:`~xai_widgets.jobs.Cancelled`; ``live`` receives the series it reports. An
+        all-zero map is flagged (``Explanation.all_zero``, its caption) and, with ``warn``,
+        raises an :class:`~xai_widgets.errors.EmptyMapWarning`."""
         context = KernelContext(self.traces, self.targets, self.layer, self.params, progress,
                                 live if live is not None else {})
         with model_lock(self.bundle.model):
             result = self.method.compute(context)
-        return self.explanation(result.map, result.layer or self.layer, result.extras)
+        explanation = self.explanation(result.map, result.layer or self.layer, result.extras)
+        empty = explanation.all_zero
+        if warn and bool(empty.any()):
+            warnings.warn(EmptyMapWarning(empty_map_message(explanation)), stacklevel=3)
+        return explanation
 
     def explanation(self, raw: torch.Tensor, layer: str | None,
                     extras: Mapping[str, Any]) -> Explanation:

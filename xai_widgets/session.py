@@ -41,7 +41,7 @@ from typing import Any, Generic, Literal, TypeVar
 import numpy as np
 import torch
 
-from .errors import ImageError, ModelError, XaiError
+from .errors import ImageError, ModelError, ParameterError, XaiError
 from .explanation import Explanation
 from .images import PreparedBatch, prepare, to_pil
 from .jobs import Failed, Finished, Job, JobEvent, JobRunner, Progress, Progressed, Started, Stopped
@@ -170,13 +170,17 @@ class Session:
     CURVE_STEPS = (14, 28, 56, 112, 224)
     SANITY_STAGES = 8
     PREVIEW_INTERVAL = 0.3  # seconds between two previews of an iterative method
+    MAX_UPLOAD_BYTES = 32 * 2**20
+    MAX_UPLOADS = 16
 
     def __init__(self, models: Mapping[str, ModelBundle | None], images: Mapping[str, Any],
                  method: str = "grad_cam", top_k: int = 5, threaded: bool = True) -> None:
         if not models or not images:
-            raise XaiError("a session needs at least one model and one image")
+            raise ParameterError("a session needs at least one model and one image, e.g. "
+                                 "Session({'mine': bundle}, {'cat': 'cat.jpg'})")
         self.models: dict[str, ModelBundle | None] = dict(models)
         self.images: dict[str, Any] = dict(images)
+        self._uploads: list[str] = []  # names of uploaded files, oldest first
         self.top_k = top_k
         self.threaded = threaded
         self.settings: RenderSettings = get_method(method).display
@@ -227,12 +231,25 @@ class Session:
         return bundle
 
     def add_image(self, name: str, data: Any) -> str:
-        """Add an image (checked now, so a bad upload fails here); returns its unique name."""
-        picture, _ = to_pil(data)
+        """Add an image (checked now, so a bad upload fails here); returns its unique name.
+
+        Uploaded files (bytes) are kept as they came, at most :attr:`MAX_UPLOAD_BYTES` each
+        and :attr:`MAX_UPLOADS` of them (the oldest goes); only the prepared images of the
+        last few choices stay decoded."""
+        if isinstance(data, (bytes, bytearray)) and len(data) > self.MAX_UPLOAD_BYTES:
+            raise ImageError(f"{name!r} is {len(data) / 2**20:.1f} MiB; uploads are limited "
+                             f"to {self.MAX_UPLOAD_BYTES // 2**20} MiB: save a smaller copy")
+        picture, _ = to_pil(data)  # refuses what cannot be decoded, or is too large decoded
         unique, n = name, 2
         while unique in self.images:
             unique, n = f"{name} ({n})", n + 1
-        self.images[unique] = picture
+        if isinstance(data, (bytes, bytearray)):
+            self.images[unique] = bytes(data)
+            self._uploads.append(unique)
+            while len(self._uploads) > self.MAX_UPLOADS:
+                self.images.pop(self._uploads.pop(0), None)
+        else:
+            self.images[unique] = picture
         return unique
 
     def add_model(self, name: str, bundle: ModelBundle) -> None:
@@ -322,7 +339,7 @@ class Session:
                     progress(fraction, None if preview is None else
                              request.explanation(preview, request.layer, dict(live)))
 
-            return self._explanations.put(selection, request.run(report, live))
+            return self._explanations.put(selection, request.run(report, live, warn=False))
 
     def occlude(self, box: tuple[float, float, float, float] | None) -> Scene | None:
         """Hide ``box`` (left, top, right, bottom in display pixels) from the model and show

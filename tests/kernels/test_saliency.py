@@ -64,7 +64,7 @@ def test_matches_numpy_reference(variant: str) -> None:
 
 
 def test_classes_do_not_accumulate_on_one_trace() -> None:
-    # the original project never zeroed the input's .grad between classes (METHODS.md §5.4)
+    # the original project never zeroed the input's .grad between classes
     net = randomise_batchnorm(InplaceResNet().eval())
     b = bundle(net)
     x = torch.randn(2, 3, 16, 16)

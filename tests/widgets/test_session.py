@@ -4,10 +4,13 @@ robustness under rapid changes."""
 from __future__ import annotations
 
 import gc
+import io
 import threading
 
 import numpy as np
+import pytest
 import torch
+from PIL import Image
 from probe_method import CALLS
 from support import wait_until
 
@@ -200,3 +203,22 @@ def test_lru_keeps_the_most_recent() -> None:
     assert cache.get("a") == 1
     cache.put("c", 3)
     assert cache.get("b") is None and cache.get("a") == 1 and len(cache) == 2
+
+
+def test_uploads_are_bounded_in_bytes_count_and_decoded_memory(small) -> None:
+    session = Session({"small": small}, photos(), threaded=False)
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((3000, 3000, 3), np.uint8)).save(buffer, format="PNG")
+    huge = buffer.getvalue()  # some KB that decode to 27 MB
+    assert len(huge) < 2**17
+    names = [session.add_image("big.png", huge) for _ in range(Session.MAX_UPLOADS + 4)]
+    uploaded = [name for name in session.images if name.startswith("big.png")]
+    assert uploaded == names[-Session.MAX_UPLOADS:]  # the oldest went
+    assert all(isinstance(session.images[name], bytes) for name in uploaded)  # not decoded
+    with pytest.raises(xw.ImageError, match="uploads are limited to 32 MiB"):
+        session.add_image("large.bin", b"\0" * (Session.MAX_UPLOAD_BYTES + 1))
+
+
+def test_a_session_needs_a_model_and_an_image() -> None:
+    with pytest.raises(ValueError, match="at least one model and one image"):
+        Session({}, {})

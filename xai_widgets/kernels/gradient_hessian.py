@@ -18,7 +18,7 @@ Which scalar (``score``), for the target class ``c`` with logit ``z_c``:
 * ``"logit"``: ``s = z_c`` (the second-order term is then 0 where the network above the layer
   is piecewise linear: the first term alone is the project's "gradient" attribution).
 
-Exact and fast (no per-cell autograd loop, METHODS.md §2.4). Where everything between the
+Exact and fast (no per-cell autograd loop). Where everything between the
 layer and the logits is piecewise linear (ReLU/ReLU6, max/avg pooling, linear, convolution,
 batch norm in eval mode, dropout, residual additions, reshapes; checked on the recorded
 autograd graph), ``z = J A`` locally, so with ``v_ij = J_ij a_ij`` (``v_ij[c'] = Σ_k

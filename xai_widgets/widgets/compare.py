@@ -18,6 +18,7 @@ from ..kernels.spec import Progress
 from ..metrics.deletion import Score
 from ..metrics.table import AreaTable, area_table
 from ..models import ModelBundle
+from ..progress import progress_bar
 from ..session import Selection, Session
 from ..targets import top_count
 
@@ -69,7 +70,7 @@ class Compare(ShowsFigure):
         self._tables: dict[Hashable, AreaTable] = {}
 
     def metrics(self, pixels_per_step: int | None = None, score: Score = "probability",
-                chunk_size: int | None = None, progress: Progress | None = None,
+                chunk_size: int | None = None, progress: Progress | bool | None = None,
                 **options: Any) -> AreaTable:
         """The deletion and insertion areas of every cell (Petsiuk et al., RISE, BMVC 2018),
         as a table: methods × columns, the best of each column in bold.
@@ -81,6 +82,8 @@ class Compare(ShowsFigure):
         ``options`` (``deletion_substrate``, ``insertion_substrate``, ``channels``,
         ``polarity``) are those of :func:`~xai_widgets.metrics.deletion_insertion`.
         Cached per options; the latest table also shows under the cells of :meth:`figure`.
+        A progress bar shows in a terminal or notebook unless ``progress=False``; or pass a
+        callable ``progress(fraction, preview)``.
         """
         key: Hashable = (pixels_per_step, score, chunk_size, tuple(sorted(options.items())))
         # a tensor or an image as substrate is not a key (a tensor hashes by its id): no cache
@@ -89,10 +92,11 @@ class Compare(ShowsFigure):
         table = self._tables.get(key) if cacheable else None
         if table is None:
             inputs = [self.session.prepared(s.model, s.image).inputs for s in self.cells[0]]
-            table = area_table(self.grid, inputs, [title for title, _ in self.columns],
-                               settings=self.settings, pixels_per_step=pixels_per_step,
-                               score=score, chunk_size=chunk_size, progress=progress,
-                               **options)
+            with progress_bar("deletion/insertion", enabled=progress is not False) as bar:
+                table = area_table(self.grid, inputs, [title for title, _ in self.columns],
+                                   settings=self.settings, pixels_per_step=pixels_per_step,
+                                   score=score, chunk_size=chunk_size,
+                                   progress=progress if callable(progress) else bar, **options)
             if cacheable:
                 self._tables[key] = table
         self.areas = table

@@ -23,6 +23,7 @@ from ..figures import figure_png
 from ..images import sample_images
 from ..kernels import REGISTRY, get_method
 from ..models import EMBEDDED, ZOO, ModelBundle, load_model, weights_on_disk
+from ..request import empty_map_message
 from ..session import Scene, Selection, Session
 from .canvas import CanvasView, png
 from .controls import STYLE, WIDE, ClassList, DisplayControls, parameter_controls
@@ -36,6 +37,7 @@ CSS = """<style>
 .xai-status { white-space: normal; overflow-wrap: anywhere; max-width: 440px; }
 .xai-status .widget-html-content { white-space: normal; line-height: 1.3; }
 .xai-status-error { color: #b00020; }
+.xai-status-warning { color: #8a5a00; }
 .xai-status-busy { color: #555; font-style: italic; }
 .xai-static { display: none; }
 .jp-OutputArea-child:has(.xai-static), .output_area:has(.xai-static) { display: none; }
@@ -182,7 +184,13 @@ class Explorer:
             self._select(params=values)
 
     def _uploaded(self, change: dict[str, Any]) -> None:
-        for item in change["new"]:
+        items = list(change["new"])
+        if not items:
+            return
+        self._syncing = True
+        self.upload.value = ()  # the session keeps what it needs; the widget keeps nothing
+        self._syncing = False
+        for item in items:
             try:
                 name = self.session.add_image(str(item["name"]), bytes(item["content"]))
             except XaiError as exc:
@@ -273,7 +281,9 @@ class Explorer:
                           float(explanation.probabilities[0, target]),
                           None if occlusion is None else occlusion.probabilities)
         self._sync_controls(scene.selection)
-        if occlusion is None:
+        if bool(explanation.all_zero[0]):
+            self._set_status(empty_map_message(explanation), "warning")
+        elif occlusion is None:
             self._set_status("", "info")
 
     def _sync_controls(self, selection: Selection, layer: str | None = None) -> None:
@@ -334,7 +344,7 @@ class Explorer:
                 self._syncing = syncing
 
     def _set_status(self, text: str, level: str) -> None:
-        icon = {"error": "⚠ ", "busy": "⏳ "}.get(level, "")
+        icon = {"error": "⚠ ", "warning": "⚠ ", "busy": "⏳ "}.get(level, "")
         self.status.value = (f'<span class="xai-status-{level}">{icon}{html.escape(text)}'
                              "</span>" if text else "")
 
