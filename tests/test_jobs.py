@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from support import wait_until
+
 from xai_widgets.jobs import (
     Cancelled,
     Failed,

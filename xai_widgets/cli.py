@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     layers.set_defaults(run=_layers)
 
     _evaluate_parser(commands)
+    from .xfeatures.cli import add_parser as add_xfeatures
+
+    add_xfeatures(commands)
     return parser
 
 

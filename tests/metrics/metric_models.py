@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -44,3 +46,38 @@ class TwoBranch(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([self.a(x).relu().mean(dim=(1, 2, 3)),
                             self.b(x).relu().mean(dim=(1, 2, 3))], dim=1)
+
+
+class Fragile(nn.Module):
+    """A small conv net (as ``tiny_models.PlainNet``) for the cluster tests: each unpickling
+    appends the process id to ``log`` (how often a worker loads the model), and the first
+    forward pass in a Dask worker, while ``marker`` does not exist, creates it and kills the
+    worker process (a machine lost mid-task)."""
+
+    def __init__(self, log: str, marker: str | None = None) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(8, 5)
+        self.log, self.marker = log, marker
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        with open(self.log, "a") as stream:
+            stream.write(f"{os.getpid()}\n")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.marker is not None and not os.path.exists(self.marker) and _in_worker():
+            open(self.marker, "w").close()
+            os._exit(1)
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def _in_worker() -> bool:
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True

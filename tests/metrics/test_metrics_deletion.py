@@ -13,7 +13,8 @@ from tiny_models import PlainNet, bundle
 
 import xai_widgets as xw
 from xai_widgets import metrics
-from xai_widgets.metrics import Cancelled, MetricError, forward
+from xai_widgets.metrics import Cancelled, MetricError, MetricWarning, forward
+from xai_widgets.metrics.deletion import rise_kernel
 
 ONES = torch.ones(1, 3, 4, 4)
 
@@ -149,21 +150,60 @@ def test_blur_is_gaussian_with_mirrored_borders() -> None:
                                torch.full((1, 3, 8, 8), 0.7))
 
 
+def rise_kernel_1d(size: int = 11, sigma: float = 5.0) -> np.ndarray:
+    """RISE's kernel along one axis by hand: a delta at the centre of ``size`` samples,
+    correlated with the Gaussian of ``sigma`` truncated at 4σ (±20 taps, normalised), the
+    samples outside continuing by half-sample reflection (``d c b a | a b c d | d c``)."""
+    radius = int(4 * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    weights /= weights.sum()
+
+    def inside(p: int) -> int:
+        while not 0 <= p < size:
+            p = -p - 1 if p < 0 else 2 * size - p - 1
+        return p
+
+    return np.array([sum(w for j, w in zip(offsets, weights, strict=True)
+                         if inside(i + j) == size // 2) for i in range(size)])
+
+
+def test_rise_blur_is_the_rise_codes_kernel_with_zero_padding() -> None:
+    k = rise_kernel_1d()
+    torch.testing.assert_close(rise_kernel(),
+                               torch.from_numpy(np.outer(k, k)).float())
+    assert k.max() / k.min() == pytest.approx(1.0685, abs=1e-4)   # nearly a box filter
+    flat = metrics.rise_blur(torch.ones(1, 3, 16, 16))
+    # inside: the kernel sums to one; at a corner only its quarter k[5:] × k[5:] sees the image
+    torch.testing.assert_close(flat[:, :, 5:11, 5:11], torch.ones(1, 3, 6, 6))
+    torch.testing.assert_close(flat[0, :, 0, 0], torch.full((3,), float(k[5:].sum() ** 2)))
+    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    expected = ndimage.correlate(x[0, 1].double().numpy(), np.outer(k, k), mode="constant")
+    np.testing.assert_allclose(metrics.rise_blur(x)[0, 1].numpy(), expected, atol=1e-6)
+    # the default blur is another kernel, not only at the border
+    inner = (slice(None), slice(None), slice(5, 19), slice(5, 19))
+    assert (metrics.rise_blur(x)[inner] - metrics.gaussian_blur(x)[inner]).abs().max() > 0.01
+    result = curves(top_left(4, 2).float(), insertion_substrate="rise_blur")
+    assert result.insertion.substrate == "rise_blur"
+
+
 def test_mean_and_image_substrates() -> None:
     x = torch.rand(1, 3, 4, 4) + 1.0
     mean = curves(-top_left(4, 2).float(), kinds=("deletion",), deletion_substrate="mean")
     assert mean.deletion.substrate == "mean"
     model = region_bundle()
-    result = metrics.deletion_insertion(model, x, torch.ones(1, 4, 4), 0, score="logit",
-                                        pixels_per_step=16, deletion_substrate="mean",
-                                        insertion_substrate=torch.full((1, 3, 4, 4), 2.0))
+    with pytest.warns(MetricWarning, match="the map is constant .value 1.: the pixels are "
+                                           "deleted and inserted in raster order"):
+        result = metrics.deletion_insertion(model, x, torch.ones(1, 4, 4), 0, score="logit",
+                                            pixels_per_step=16, deletion_substrate="mean",
+                                            insertion_substrate=torch.full((1, 3, 4, 4), 2.0))
     channel_mean = x[0, 0].mean()
     torch.testing.assert_close(result.deletion.scores[0], torch.stack([x[0, 0, :2, :2].sum(),
                                                                         4 * channel_mean]))
     torch.testing.assert_close(result.insertion.scores[0], torch.stack([torch.tensor(8.0),
                                                                          x[0, 0, :2, :2].sum()]))
     assert result.insertion.substrate == "image"
-    with pytest.raises(MetricError, match="substrate image"):
+    with pytest.raises(MetricError, match="substrate image"), pytest.warns(MetricWarning):
         metrics.deletion_insertion(model, x, torch.ones(1, 4, 4), deletion_substrate=torch.zeros(
             1, 3, 8, 8))
 

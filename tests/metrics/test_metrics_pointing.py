@@ -82,7 +82,8 @@ def test_energy_of_a_signed_map_counts_its_positive_part() -> None:
 def test_undefined_cases_are_nan_not_zero() -> None:
     maps = torch.stack([torch.rand(8, 8), -torch.rand(8, 8)])
     empty = torch.zeros(2, 8, 8, dtype=torch.bool)
-    assert torch.isnan(metrics.pointing_game(maps, masks=empty).hits).all()
+    with pytest.warns(metrics.MetricWarning, match=r"the maps of images \[1\] are constant"):
+        assert torch.isnan(metrics.pointing_game(maps, masks=empty).hits).all()
     mask = torch.ones(2, 8, 8, dtype=torch.bool)
     energy = metrics.energy_pointing_game(maps, masks=mask)
     assert float(energy[0]) == pytest.approx(1.0)
@@ -112,3 +113,32 @@ def test_bad_regions_say_what_is_wrong() -> None:
         metrics.pointing_game(maps, masks=np.ones((2, 3, 3), dtype=bool))
     with pytest.raises(xw.ParameterError, match="tolerance"):
         metrics.pointing_game(maps, masks=np.ones((4, 4), dtype=bool), tolerance=-1)
+
+
+def test_a_mask_of_another_size_than_the_input_is_refused() -> None:
+    # issue 10: a 7×7 mask once redefined the input size of a 24×24 explanation (a sure hit)
+    model = bundle(ClassMapNet(), size=24, classes=3)
+    e = xw.explain(model, scene(), "cam", target=0)
+    small = np.zeros((7, 7), dtype=bool)
+    small[0, 0] = True
+    for game in (metrics.pointing_game, metrics.energy_pointing_game):
+        with pytest.raises(MetricError, match=r"masks are 7×7 but the model input is 24×24"):
+            game(e, masks=small)
+        with pytest.raises(MetricError, match=r"masks are 7×7 but the model input is 24×24"):
+            game(e.map, masks=small, size=(24, 24))
+
+
+def test_a_box_that_is_not_finite_is_refused() -> None:
+    maps = torch.rand(1, 8, 8)
+    for box in ((0, 0, math.nan, 4), (0, -math.inf, 4, 4)):
+        with pytest.raises(MetricError, match="not a finite number"):
+            metrics.pointing_game(maps, boxes=box, size=(8, 8))
+        with pytest.raises(MetricError, match="not a finite number"):
+            metrics.energy_pointing_game(maps, boxes=[[box, (0, 0, 2, 2)]], size=(8, 8))
+
+
+def test_a_constant_map_warns_that_its_maximum_is_arbitrary() -> None:
+    with pytest.warns(metrics.MetricWarning, match="constant .value 0.: the maximum point is "
+                                                   "the first pixel"):
+        result = metrics.pointing_game(torch.zeros(1, 4, 4), masks=np.ones((4, 4), dtype=bool))
+    assert result.points.tolist() == [[0, 0]]

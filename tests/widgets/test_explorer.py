@@ -3,9 +3,8 @@ to the canvas with a direct ``explain()`` + render under the same settings."""
 
 from __future__ import annotations
 
-import html
-
 import base64
+import html
 import io
 from datetime import datetime, timezone
 

@@ -7,9 +7,9 @@ import html
 
 import numpy as np
 from probe_method import CALLS
+from support import wait_until
 
 import xai_widgets as xw
-from support import wait_until
 from xai_widgets.widgets.explorer import CSS
 
 

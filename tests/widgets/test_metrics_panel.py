@@ -165,6 +165,8 @@ def test_summaries_say_what_the_numbers_mean() -> None:
         (0,), ("cat",), 10, 5)
     text = curve_summary(curves)
     assert "deletion area <b>0.250</b>" in text and "insertion area <b>0.750</b>" in text
+    assert "2 steps per curve, not RISE's 224" in text
+    assert "deletion to zeros, insertion from blur" in text
     sanity = metrics.Sanity("saliency", (0,), None, ["fc", "layer4"], [["fc"], ["layer4"]],
                             {"spearman": torch.tensor([[0.9], [0.1]])},
                             [torch.zeros(1, 2, 2)] * 3, xw.RenderSettings())

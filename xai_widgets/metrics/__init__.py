@@ -18,14 +18,20 @@ tradeoff                 amount of activation vs. re-identification (Kwon et al.
 pointing_game            maximum point on the object (Zhang et al. 2016/2018)
 energy_pointing_game     share of the map's energy on the object (Wang et al. 2020)
 sanity_check             cascading model randomisation (Adebayo et al. 2018)
-evaluate_folder          all of these over a folder: resumable, shardable
-summarize                mean ± 95% CI per method × metric of results files
+evaluate_folder          all of these over a folder: resumable, shardable, locked
+summarize                mean and 95% CI per method × metric of results files
 area_table               deletion/insertion areas of a grid of maps (Compare.metrics)
 =======================  =========================================================
+
+:data:`REGISTRY` holds a :class:`MetricSpec` per metric (name, label, paper, the numbers it
+writes and which way each is better, whether it needs boxes or labels, its cost, and what it
+measures per image of a folder): the folder evaluation, the summary, the command line and
+the views are built from it. :class:`EvaluationSettings` is what a folder evaluation computes.
 """
 
 from __future__ import annotations
 
+from ..errors import MetricError, MetricWarning
 from ..kernels.spec import Cancelled, Progress
 from .deletion import (
     Curve,
@@ -35,25 +41,32 @@ from .deletion import (
     gaussian_blur,
     insertion,
     rank_pixels,
+    rise_blur,
 )
-from .folder import METRICS, FolderRun, evaluate_folder, list_images
+from .folder import FolderRun, evaluate_folder, list_images, model_digest
 from .pointing import Pointing, box_to_input, boxes_to_masks, energy_pointing_game, pointing_game
+from .registry import REGISTRY, columns, get_metric
 from .sanity import Sanity, sanity_check
+from .settings import EvaluationSettings
 from .similarity import hog, spearman, ssim
-from .subject import MetricError
-from .summary import Row, Summary, summarize, summarize_records
+from .spec import Column, MetricSpec
+from .summary import Row, Summary, summarize, summarize_records, wilson
 from .table import AreaRow, AreaTable, area_table
 from .tradeoff import Tradeoff, tradeoff, tradeoff_figure
 
 __all__ = [
-    "METRICS",
+    "REGISTRY",
     "AreaRow",
     "AreaTable",
     "Cancelled",
+    "Column",
     "Curve",
     "DeletionInsertion",
+    "EvaluationSettings",
     "FolderRun",
     "MetricError",
+    "MetricSpec",
+    "MetricWarning",
     "Pointing",
     "Progress",
     "Row",
@@ -63,16 +76,20 @@ __all__ = [
     "area_table",
     "box_to_input",
     "boxes_to_masks",
+    "columns",
     "deletion",
     "deletion_insertion",
     "energy_pointing_game",
     "evaluate_folder",
     "gaussian_blur",
+    "get_metric",
     "hog",
     "insertion",
     "list_images",
+    "model_digest",
     "pointing_game",
     "rank_pixels",
+    "rise_blur",
     "sanity_check",
     "spearman",
     "ssim",
@@ -80,4 +97,5 @@ __all__ = [
     "summarize_records",
     "tradeoff",
     "tradeoff_figure",
+    "wilson",
 ]

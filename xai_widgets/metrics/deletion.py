@@ -14,15 +14,27 @@ trapezoid rule over those fractions on [0, 1] (when ``p`` divides ``HW`` this is
 insertion rise fast (large area).
 
 Substrates: ``"zeros"`` (zero in normalised space, i.e. the dataset's mean colour: RISE's
-deletion), ``"blur"`` (Gaussian 11×11, σ = 5, per channel: RISE's insertion, but with
-reflected borders: RISE pads with zeros, which in normalised space fades the border towards
-the mean colour), ``"mean"`` (each image's per-channel mean), or an image of the input's
-size (anything :func:`xai_widgets.images.prepare` reads).
+deletion), ``"blur"`` (the default of insertion: a Gaussian of σ = 5 on 11×11 taps, per
+channel, with mirrored borders), ``"rise_blur"`` (the RISE code's insertion substrate, bit for
+bit: see below), ``"mean"`` (each image's per-channel mean), or an image of the input's size
+(anything :func:`xai_widgets.images.prepare` reads).
 
-Unlike the RISE code (METHODS.md §4.6), every step of every curve is built at once by
-indexing (no in-place NumPy edits, so any device works), the steps are forwarded in chunks of
-any size, the score is that of the explained class, and deletion's last input is shared with
-insertion's first when both use the same substrate.
+``"rise_blur"`` and ``"blur"`` differ everywhere, not only at the border. The RISE code (its
+``evaluation.py``, and the inverse-based project's copy of it) builds its 11×11 kernel by
+smoothing a centred delta with ``scipy.ndimage.gaussian_filter(σ = 5)``, whose default
+``reflect`` mode folds the Gaussian's tails (±20 pixels) back into the 11 taps: the result is
+nearly a box filter (its 121 weights lie within a factor 1.14 of each other; a σ = 5
+Gaussian's within 2.7), and the convolution pads with zeros, which in normalised space fades
+the border towards the mean colour. On a real photo insertion areas move by about 0.02
+between the two. ``"blur"`` stays the default because it is the Gaussian blur the paper
+describes, with no faded frame that the model could react to; use ``"rise_blur"`` to compare
+with numbers published with the RISE code.
+
+Unlike the RISE code (step of 224 pixels, probability of the class predicted on the image,
+in-place edits of a NumPy view), every step of every curve is built at once by indexing (so
+any device works), the steps are forwarded in chunks of any size, the score is that of the
+explained class, and deletion's last input is shared with insertion's first when both use the
+same substrate.
 """
 
 from __future__ import annotations
@@ -33,11 +45,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import blur
-from ..errors import ParameterError, did_you_mean
+from ..errors import MetricError, ParameterError, did_you_mean
 from ..explanation import Explanation
 from ..figures import ShowsFigure
 from ..kernels.spec import Progress
@@ -45,7 +59,8 @@ from ..models import ModelBundle
 from ..render import Channels, Polarity
 from ..targets import resolve_targets
 from . import forward
-from .subject import MetricError, Subject, check_chunk_size, ranking_polarity, subject
+from .spec import Case, Column, MetricSpec, number
+from .subject import Subject, check_chunk_size, ranking_polarity, subject, warn_if_constant
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -54,7 +69,7 @@ Kind = Literal["deletion", "insertion"]
 Score = Literal["probability", "logit"]
 KINDS: tuple[Kind, ...] = ("deletion", "insertion")
 SCORES: tuple[Score, ...] = ("probability", "logit")
-SUBSTRATES = ("zeros", "blur", "mean")
+SUBSTRATES = ("zeros", "blur", "rise_blur", "mean")
 
 
 @dataclass(frozen=True)
@@ -161,22 +176,21 @@ def deletion_insertion(
     """
     subj = subject(source, images, maps, target, channels, polarity)
     kinds = _check_kinds(kinds)
-    if score not in SCORES:
-        raise ParameterError(f"score must be 'probability' or 'logit', got {score!r}")
+    check_score(score)
     chunk_size = check_chunk_size(chunk_size, subj.bundle.device)
     height, width = subj.size
     total = height * width
-    step = width if pixels_per_step is None else pixels_per_step
-    if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= total:
-        raise ParameterError(f"pixels_per_step must be an integer in [1, {total}] (the input "
-                             f"has {height}×{width} pixels), got {pixels_per_step!r}")
+    step = check_pixels_per_step(width if pixels_per_step is None else pixels_per_step,
+                                 subj.size)
     counts = torch.tensor([min(k * step, total) for k in range(math.ceil(total / step) + 1)])
 
     originals = forward.logits(subj.bundle, subj.inputs, chunk_size)
     targets = resolve_targets(subj.target, originals, subj.bundle.class_names)
     index = torch.tensor(targets)
     first = forward.read_targets(originals, index).get(score)
-    ranks = rank_pixels(subj.pixel_values(ranking_polarity(subj.display)))
+    values = subj.pixel_values(ranking_polarity(subj.display))
+    warn_if_constant(values, "the pixels are deleted and inserted in raster order")
+    ranks = rank_pixels(values)
     plan = _Plan(subj, kinds, counts, deletion_substrate, insertion_substrate)
     scores = forward.target_scores(subj.bundle, plan.build(ranks, subj.bundle.device),
                                    index[plan.image], chunk_size, progress).get(score)
@@ -201,6 +215,32 @@ def insertion(source: Explanation | ModelBundle | nn.Module, images: Any = None,
                               **options).insertion
 
 
+def measure(case: Case, names: tuple[str, ...]) -> dict[str, Any]:
+    """The areas, the curves and their grid (``[pixels per step, pixels]``) of one image
+    of a folder evaluation: one call for deletion and insertion."""
+    options = case.settings
+    kinds = tuple(k for k in KINDS if k in names)
+    result = deletion_insertion(
+        case.explanation, case.inputs, kinds=kinds, pixels_per_step=options.pixels_per_step,
+        deletion_substrate=options.deletion_substrate,
+        insertion_substrate=options.insertion_substrate, score=options.score,
+        chunk_size=options.chunk_size)
+    record: dict[str, Any] = {kind: number(result[kind].auc[0]) for kind in kinds}
+    record["curves"] = {kind: [number(v) for v in result[kind].scores[0]] for kind in kinds}
+    record["curve_step"] = [result.pixels_per_step, case.inputs.shape[-2] * case.inputs.shape[-1]]
+    return record
+
+
+_PAPER = "Petsiuk, Das, Saenko. RISE. BMVC 2018. arXiv:1806.07421"
+SPECS = (
+    MetricSpec("deletion", "Deletion", "area under the score as the top pixels are deleted",
+               _PAPER, (Column("deletion", "deletion area", "lower"),), "iterative", measure),
+    MetricSpec("insertion", "Insertion", "area under the score as the top pixels come back",
+               _PAPER, (Column("insertion", "insertion area", "higher"),), "iterative",
+               measure),
+)
+
+
 def rank_pixels(values: torch.Tensor) -> torch.Tensor:
     """``(N, H, W)`` -> ``(N, H·W)`` long: each pixel's place in descending order (0 = the
     most important); ties keep raster order."""
@@ -214,16 +254,15 @@ def substrate(kind: Any, subj: Subject, blur_size: int = 11, blur_sigma: float =
               ) -> tuple[torch.Tensor, str]:
     """The substrate ``(N, 3, H, W)`` (normalised space) for ``subj.inputs`` and its name."""
     inputs = subj.inputs
+    check_substrate(kind)
     if isinstance(kind, str) and kind in SUBSTRATES:
         if kind == "zeros":
             return torch.zeros_like(inputs), kind
         if kind == "blur":
             return gaussian_blur(inputs, blur_size, blur_sigma), kind
+        if kind == "rise_blur":
+            return rise_blur(inputs), kind
         return inputs.mean(dim=(2, 3), keepdim=True).expand_as(inputs).clone(), kind
-    if isinstance(kind, str) and not Path(kind).exists():
-        hint = did_you_mean(kind, SUBSTRATES) or "or the path of an image"
-        raise ParameterError(f"unknown substrate {kind!r}; use one of "
-                             f"{', '.join(map(repr, SUBSTRATES))}, an image; {hint}")
     image = subj.bundle.prepare(kind).inputs
     if image.shape[-2:] != inputs.shape[-2:] or len(image) not in (1, len(inputs)):
         raise MetricError(f"the substrate image gives a model input of shape "
@@ -232,9 +271,57 @@ def substrate(kind: Any, subj: Subject, blur_size: int = 11, blur_sigma: float =
     return image.expand_as(inputs).clone(), "image"
 
 
+def check_score(score: Any) -> None:
+    """A :class:`ParameterError` unless ``score`` is ``"probability"`` or ``"logit"``."""
+    if score not in SCORES:
+        raise ParameterError(f"score must be 'probability' or 'logit', got {score!r}")
+
+
+def check_pixels_per_step(pixels_per_step: Any, size: tuple[int, int] | None) -> int:
+    """``pixels_per_step``, or a :class:`ParameterError` unless it is an integer in
+    ``[1, H·W]`` on an input of ``size`` ``(H, W)`` (``None``: the size is not known yet)."""
+    total = None if size is None else size[0] * size[1]
+    if isinstance(pixels_per_step, bool) or not isinstance(pixels_per_step, int) or \
+            pixels_per_step < 1 or (total is not None and pixels_per_step > total):
+        within = "an integer >= 1" if size is None else (
+            f"an integer in [1, {total}] (the input has {size[0]}×{size[1]} pixels)")
+        raise ParameterError(f"pixels_per_step must be {within}, got {pixels_per_step!r}; the "
+                             "default is the input's width (RISE: 224 at 224×224)")
+    return pixels_per_step
+
+
+def check_substrate(kind: Any) -> None:
+    """A :class:`ParameterError` unless ``kind`` is a substrate's name, the path of an
+    existing file, or an image object (checked against the input when it is used)."""
+    if isinstance(kind, str) and kind not in SUBSTRATES and not Path(kind).is_file():
+        hint = did_you_mean(kind, SUBSTRATES) or "or the path of an image"
+        raise ParameterError(f"unknown substrate {kind!r}; use one of "
+                             f"{', '.join(map(repr, SUBSTRATES))}, an image; {hint}")
+
+
+def rise_kernel(size: int = 11, sigma: float = 5.0) -> torch.Tensor:
+    """The RISE code's blur kernel ``(size, size)`` float32: a centred delta smoothed by
+    ``scipy.ndimage.gaussian_filter`` (default ``reflect`` mode and truncation at 4σ)."""
+    from scipy.ndimage import gaussian_filter
+
+    delta = np.zeros((size, size))
+    delta[size // 2, size // 2] = 1
+    return torch.from_numpy(gaussian_filter(delta, sigma).astype(np.float32))
+
+
+def rise_blur(inputs: torch.Tensor) -> torch.Tensor:
+    """The RISE code's insertion substrate of ``(N, C, H, W)``: :func:`rise_kernel` per
+    channel, zero padding (``conv2d(x, kernel, padding=5)``)."""
+    channels = inputs.shape[1]
+    kernel = rise_kernel().to(inputs.device, inputs.dtype)
+    return F.conv2d(inputs, kernel.expand(channels, 1, -1, -1), padding=kernel.shape[-1] // 2,
+                    groups=channels)
+
+
 def gaussian_blur(inputs: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """RISE's insertion substrate: a per-channel Gaussian blur of ``(N, C, H, W)`` with an
-    odd ``size`` × ``size`` kernel and mirrored borders (RISE pads with zeros instead)."""
+    """The default insertion substrate: a per-channel Gaussian blur of ``(N, C, H, W)`` with
+    an odd ``size`` × ``size`` kernel and mirrored borders (RISE's own kernel:
+    :func:`rise_blur`)."""
     if size < 1 or size % 2 == 0 or sigma <= 0:
         raise ParameterError(f"a blur needs an odd size >= 1 and sigma > 0, got size {size}, "
                              f"sigma {sigma}")

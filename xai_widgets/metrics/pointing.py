@@ -27,11 +27,12 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..errors import ParameterError
+from ..errors import MetricError, ParameterError
 from ..explanation import Explanation
 from ..images import Preprocessing
 from ..render import Channels, Polarity, RenderSettings
-from .subject import MetricError, check_maps, pixel_values
+from .spec import Case, Column, MetricSpec, number
+from .subject import check_maps, pixel_values, warn_if_constant
 
 Box = Sequence[float]
 
@@ -59,10 +60,9 @@ def pointing_game(maps: Explanation | torch.Tensor | np.ndarray, *, boxes: Any =
     ``masks``: bool ``(N, H, W)`` or ``(H, W)``. ``size``: the input's ``(H, W)`` when boxes
     are given with bare maps (an Explanation uses its model's crop size).
     """
+    check_tolerance(tolerance)
     values, region = _values_and_region(maps, boxes, masks, size, channels, polarity, None)
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or \
-            not 0 <= tolerance < float("inf"):
-        raise ParameterError(f"tolerance is a number of pixels >= 0, got {tolerance!r}")
+    warn_if_constant(values, "the maximum point is the first pixel, the top-left corner")
     flat = values.flatten(1).argmax(dim=1)
     width = values.shape[-1]
     points = torch.stack([flat // width, flat % width], dim=1)
@@ -87,6 +87,50 @@ def energy_pointing_game(maps: Explanation | torch.Tensor | np.ndarray, *, boxes
     share = inside / total.clamp(min=1e-30)
     undefined = (total <= 0) | ~region.flatten(1).any(dim=1)
     return torch.where(undefined, torch.full_like(share, float("nan")), share)
+
+
+def check_tolerance(tolerance: Any) -> None:
+    """A :class:`ParameterError` unless ``tolerance`` is a finite number of pixels >= 0."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or \
+            not 0 <= tolerance < float("inf"):
+        raise ParameterError(f"tolerance is a number of pixels >= 0 (the paper uses 15), got "
+                             f"{tolerance!r}")
+
+
+def check_box(box: Box) -> None:
+    """A :class:`MetricError` unless the four coordinates of ``box`` are finite numbers."""
+    if not all(np.isfinite(float(v)) for v in box):
+        raise MetricError(f"the box {[float(v) for v in box]} has a coordinate that is not a "
+                          "finite number; a box is (x0, y0, x1, y1) in pixels")
+
+
+def measure_pointing(case: Case, _names: tuple[str, ...]) -> dict[str, Any]:
+    """Hit (1/0) and distance of one image of a folder evaluation; ``None`` without a box."""
+    if case.region is None:
+        return {"pointing": None, "pointing_distance": None}
+    hit = pointing_game(case.explanation, masks=case.region, tolerance=case.settings.tolerance)
+    return {"pointing": number(hit.hits[0]), "pointing_distance": number(hit.distances[0])}
+
+
+def measure_energy(case: Case, _names: tuple[str, ...]) -> dict[str, Any]:
+    """The share of the map's energy on the object; ``None`` without a box."""
+    if case.region is None:
+        return {"energy_pointing": None}
+    return {"energy_pointing": number(energy_pointing_game(case.explanation,
+                                                           masks=case.region)[0])}
+
+
+SPECS = (
+    MetricSpec("pointing", "Pointing game", "is the map's maximum on the object?",
+               "Zhang, Bargal, Lin, Brandt, Shen, Sclaroff. Top-down Neural Attention by "
+               "Excitation Backprop. ECCV 2016. arXiv:1608.00507",
+               (Column("pointing", "pointing game hits", "higher", proportion=True),),
+               "instant", measure_pointing, needs_boxes=True),
+    MetricSpec("energy_pointing", "Energy pointing game", "share of the map's energy on the "
+               "object", "Wang et al. Score-CAM. CVPR-W 2020. arXiv:1910.01279",
+               (Column("energy_pointing", "energy on the object", "higher"),), "instant",
+               measure_energy, needs_boxes=True),
+)
 
 
 def boxes_to_masks(boxes: Any, size: tuple[int, int], count: int) -> torch.Tensor:
@@ -130,7 +174,13 @@ def _values_and_region(maps: Any, boxes: Any, masks: Any, size: tuple[int, int] 
     count = len(raw)
     if masks is not None:
         region = _check_masks(masks, count)
-        size = (int(region.shape[-2]), int(region.shape[-1]))
+        shape = (int(region.shape[-2]), int(region.shape[-1]))
+        if size is not None and shape != tuple(size):
+            raise MetricError(f"the masks are {shape[0]}×{shape[1]} but the model input is "
+                              f"{size[0]}×{size[1]}: a mask marks the object in input pixels; "
+                              "give masks of the input's size, or boxes of the photo mapped "
+                              "with box_to_input")
+        size = shape
     elif size is None:
         raise MetricError("boxes are in input pixels: give size=(H, W) of the model input")
     else:
@@ -160,14 +210,20 @@ def _per_image(boxes: Any, count: int) -> list[list[Box]]:
             and all(isinstance(v, (int, float, np.number)) or
                     (isinstance(v, torch.Tensor) and v.ndim == 0) for v in value)
 
+    per_image: list[list[Box]] | None = None
     if is_box(boxes):
-        return [[boxes]] * count
-    if isinstance(boxes, (Sequence, np.ndarray)) and len(boxes) == count:
-        per_image = [[b] if is_box(b) else list(b) for b in boxes]
-        if all(is_box(b) for image_boxes in per_image for b in image_boxes):
-            return per_image
-    raise MetricError(f"boxes must be one box (x0, y0, x1, y1) for every image, or {count} "
-                      "entries (one per image), each a box or a list of boxes")
+        per_image = [[boxes]] * count
+    elif isinstance(boxes, (Sequence, np.ndarray)) and len(boxes) == count:
+        listed = [[b] if is_box(b) else list(b) for b in boxes]
+        if all(is_box(b) for image_boxes in listed for b in image_boxes):
+            per_image = listed
+    if per_image is None:
+        raise MetricError(f"boxes must be one box (x0, y0, x1, y1) for every image, or {count} "
+                          "entries (one per image), each a box or a list of boxes")
+    for image_boxes in per_image:
+        for box in image_boxes:
+            check_box(box)
+    return per_image
 
 
 def _distance(region: np.ndarray, row: int, col: int) -> float:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..errors import ModelError, ParameterError, did_you_mean
+from ..errors import MetricError, ModelError, ParameterError, did_you_mean
 from ..explain import explain
 from ..explanation import Explanation
 from ..figures import ShowsFigure
@@ -36,7 +36,8 @@ from ..models import ModelBundle
 from ..render import RenderSettings, normalise, scalar_map, upsample
 from ..scope import eval_mode, forward_hooks, model_lock
 from . import similarity as sim
-from .subject import MetricError, ranking_polarity
+from .spec import Case, Column, MetricSpec, number
+from .subject import ranking_polarity
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -157,6 +158,34 @@ def sanity_check(source: Explanation | ModelBundle | nn.Module, images: Any = No
                   [group[-1] for group in groups], groups, scores, maps, display)
 
 
+def check_stages(stages: Any) -> None:
+    """A :class:`ParameterError` unless ``stages`` is an integer >= 1 (a number of stages)."""
+    if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
+        raise ParameterError(f"stages is None, an integer >= 1 or a list of module names, got "
+                             f"{stages!r}")
+
+
+#: the similarities a folder evaluation records (HOG is slower and adds little)
+FOLDER_SIMILARITIES = ("spearman", "spearman_abs", "ssim")
+
+
+def measure(case: Case, _names: tuple[str, ...]) -> dict[str, Any]:
+    """``sanity_<similarity>`` once the whole cascade is random, for one image."""
+    result = sanity_check(case.explanation, case.inputs, stages=case.settings.sanity_stages,
+                          similarity=FOLDER_SIMILARITIES, seed=case.settings.seed)
+    return {f"sanity_{name}": number(values[0]) for name, values in result.final().items()}
+
+
+SPECS = (
+    MetricSpec("sanity", "Sanity check", "similarity to the original map once the model's "
+               "weights are randomised (a faithful map changes)",
+               "Adebayo, Gilmer, Muelly, Goodfellow, Hardt, Kim. Sanity Checks for Saliency "
+               "Maps. NeurIPS 2018. arXiv:1810.03292",
+               tuple(Column(f"sanity_{name}", f"{name} after randomisation", "lower")
+                     for name in sim.SIMILARITIES), "iterative", measure),
+)
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -190,9 +219,7 @@ def _stages(model: nn.Module, probe: torch.Tensor, stages: int | Sequence[str] |
     if stages is None:
         return [[name] for name in top_first]
     if isinstance(stages, (int, bool)):
-        if isinstance(stages, bool) or stages < 1:
-            raise ParameterError(f"stages is None, an integer >= 1 or a list of module "
-                                 f"names, got {stages!r}")
+        check_stages(stages)
         if stages == 1:
             return [top_first]
         rest = top_first[1:]

@@ -9,6 +9,7 @@ named steps of :mod:`xai_widgets.render` (channel reduction, polarity, bilinear 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,15 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ParameterError, XaiError
+from ..errors import MetricError, MetricWarning, ParameterError
 from ..explanation import Explanation
 from ..models import ModelBundle
 from ..render import Channels, Polarity, RenderSettings, scalar_map, upsample
 from .forward import default_chunk_size
-
-
-class MetricError(XaiError, ValueError):
-    """A map, a region or a results file that a metric cannot use as given."""
 
 
 @dataclass
@@ -122,6 +119,18 @@ def pixel_values(maps: torch.Tensor, size: tuple[int, int], display: RenderSetti
     then ``polarity`` (default: the display's), then bilinear upsampling."""
     settings = display if polarity is None else display.updated(polarity=polarity)
     return upsample(scalar_map(maps, settings), size, "bilinear")
+
+
+def warn_if_constant(values: torch.Tensor, consequence: str) -> None:
+    """A :class:`~xai_widgets.errors.MetricWarning` naming the images whose map ``values``
+    ``(N, ...)`` is constant (all zero, typically), whose pixels then tie: ``consequence``
+    says what the metric does with the tie."""
+    flat = values.flatten(1)
+    constant = (flat.amax(dim=1) == flat.amin(dim=1)).nonzero().flatten().tolist()
+    if constant:
+        which = "the map is" if len(values) == 1 else f"the maps of images {constant} are"
+        warnings.warn(f"{which} constant (value {float(flat[constant[0], 0]):g}): {consequence}; "
+                      "the result says nothing about the method", MetricWarning, stacklevel=3)
 
 
 def ranking_polarity(display: RenderSettings) -> Polarity:

@@ -1,46 +1,67 @@
-"""Summaries of results files: mean ± 95% confidence interval per method × metric, plots.
+"""Summaries of results files: mean and 95 % confidence interval per method × metric, plots.
 
 A results file (JSON lines, see :mod:`.folder`) holds one record per image and method.
 :func:`summarize` reads one file or several (the shards of one run) and keeps, for every
-method and metric, the values that are defined; undefined ones (an empty box, a map with no
-energy) and failed images are counted and shown, never averaged away. The interval is
-Student's t: ``mean ± t(0.975, n − 1) · s / √n``.
+method and column of the metric registry, the values that are defined; undefined ones (an
+empty box, a map with no energy), failed images and records with warnings are counted and
+shown, never averaged away. A record of one (image, method) found twice (a file given twice,
+overlapping shards) is refused: nothing is counted twice.
+
+The interval of a mean is Student's t, ``mean ± t(0.975, n − 1) · s / √n``; that of a
+proportion (a column of 0/1 outcomes: pointing-game hits, re-identifications) is Wilson's
+score interval, which stays within [0, 1] and is not symmetric about the mean:
+``(p + z²/2n ± z √(p(1 − p)/n + z²/4n²)) / (1 + z²/n)``, ``z = 1.96``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from scipy import stats
 
-from .subject import MetricError
+from ..errors import MetricError
+from .registry import column, columns
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-#: record keys that hold one number per record, in the order of the table
-SCALARS = ("deletion", "insertion", "pointing", "energy_pointing", "sanity_spearman",
-           "sanity_spearman_abs", "sanity_ssim", "sanity_hog")
-CURVES = ("deletion", "insertion")
+Interval = Literal["t", "wilson"]
 
 
 @dataclass(frozen=True)
 class Row:
-    """One method × metric: ``n`` defined values, their mean and 95% interval half-width
-    (NaN for fewer than two), and ``undefined`` records without a value."""
+    """One method × record key (a metric's column): ``n`` defined values, their mean, the
+    95 % interval ``[low, high]`` (NaN where undefined: fewer than two values for a t
+    interval, none for Wilson's), which ``interval`` it is, and ``undefined`` records
+    without a value."""
 
     method: str
     metric: str
     n: int
     mean: float
-    half_width: float
+    low: float
+    high: float
+    interval: Interval
     undefined: int
+
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width (for a t interval, the ``±`` of ``mean ± h``)."""
+        return (self.high - self.low) / 2
+
+    def text(self) -> str:
+        """``mean ± h`` (t) or ``mean [low, high]`` (Wilson), three decimals."""
+        if math.isnan(self.low):
+            return f"{self.mean:.3f}"
+        if self.interval == "t":
+            return f"{self.mean:.3f} ± {self.half_width:.3f}"
+        return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
 @dataclass
@@ -52,6 +73,7 @@ class Summary:
     curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]
     failed: list[tuple[str, str | None, str]] = field(default_factory=list)
     records: int = 0
+    warned: list[tuple[str, str, str]] = field(default_factory=list)
 
     def value(self, method: str, metric: str) -> Row:
         """The row of ``method`` × ``metric``."""
@@ -61,17 +83,28 @@ class Summary:
         raise KeyError(f"no {metric!r} for {method!r} in this summary")
 
     def table(self) -> str:
-        """A Markdown table: method, metric, n, mean ± 95% CI, undefined."""
-        lines = ["| method | metric | n | mean ± 95% CI | undefined |", "|---|---|---|---|---|"]
+        """A Markdown table: method, metric (↑ higher / ↓ lower is better), n, mean and 95 %
+        interval (``± h``: Student's t; ``[low, high]``: Wilson's, for proportions),
+        undefined; then the failed records and the records with warnings."""
+        lines = ["| method | metric | n | mean, 95% CI | undefined |", "|---|---|---|---|---|"]
         for row in self.rows:
-            spread = "" if math.isnan(row.half_width) else f" ± {row.half_width:.3f}"
-            lines.append(f"| {row.method} | {row.metric} | {row.n} | {row.mean:.3f}{spread} | "
+            found = column(row.metric)
+            arrow = f" {found.arrow}" if found is not None else ""
+            lines.append(f"| {row.method} | {row.metric}{arrow} | {row.n} | {row.text()} | "
                          f"{row.undefined} |")
         if self.failed:
             lines += ["", f"{len(self.failed)} failed (not in the table):"]
-            lines += [f"- {image}{f' ({method})' if method else ''}: {error}"
-                      for image, method, error in self.failed]
+            lines += [f"- {printable(image)}{f' ({method})' if method else ''}: "
+                      f"{printable(error)}" for image, method, error in self.failed]
+        if self.warned:
+            records = len({(image, method) for image, method, _ in self.warned})
+            lines += ["", f"{records} records with warnings (in the table):"]
+            lines += [f"- {printable(image)} ({method}): {printable(note)}"
+                      for image, method, note in self.warned]
         return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
 
     @property
     def methods(self) -> list[str]:
@@ -96,9 +129,8 @@ class Summary:
             left.legend(fontsize=8)
         rows = [r for r in self.rows if r.method == method]
         positions = np.arange(len(rows))
-        right.barh(positions, [r.mean for r in rows],
-                   xerr=[0 if math.isnan(r.half_width) else r.half_width for r in rows],
-                   color="#7f8c8d", capsize=3)
+        errors = np.nan_to_num([[r.mean - r.low for r in rows], [r.high - r.mean for r in rows]])
+        right.barh(positions, [r.mean for r in rows], xerr=errors, color="#7f8c8d", capsize=3)
         right.set_yticks(positions, [f"{r.metric} (n={r.n})" for r in rows], fontsize=8)
         right.invert_yaxis()
         right.set_xlabel("mean ± 95% CI")
@@ -118,33 +150,50 @@ class Summary:
 def summarize(*paths: str | Path) -> Summary:
     """The summary of one or more results files (e.g. the shards of one run)."""
     records: list[dict[str, Any]] = []
+    sources: list[str] = []
     for path in paths:
-        records.extend(r for r in read_records(Path(path)) if r.get("kind") != "header")
-    return summarize_records(records)
+        found = read_records(Path(path))[1:]
+        records.extend(found)
+        sources.extend([str(path)] * len(found))
+    return summarize_records(records, sources)
 
 
-def summarize_records(records: Iterable[dict[str, Any]]) -> Summary:
-    """The summary of records (dicts as written by :func:`.folder.evaluate_folder`)."""
+def summarize_records(records: Iterable[dict[str, Any]], sources: Sequence[str] | None = None
+                      ) -> Summary:
+    """The summary of records (dicts as written by :func:`.folder.evaluate_folder`);
+    ``sources``: the file of each record, for the error that refuses a duplicate."""
     values: dict[tuple[str, str], list[float | None]] = {}
     curves: dict[tuple[str, str], list[list[float]]] = {}
     grids: dict[tuple[str, str], set[tuple[int, int]]] = {}
     failed: list[tuple[str, str | None, str]] = []
+    warned: list[tuple[str, str, str]] = []
+    seen: dict[tuple[str, str | None], int] = {}
     count = 0
-    for record in records:
-        count += 1
+    for count, record in enumerate(records, start=1):
+        key = (str(record.get("image")), record.get("method"))
+        if key in seen:
+            where = "" if sources is None else \
+                f" (in {sources[seen[key]]!r} and {sources[count - 1]!r})"
+            of = f"image {printable(key[0])!r}" + (f", method {key[1]!r}" if key[1] else "")
+            raise MetricError(
+                f"the record of {of} appears twice{where}: give each results file once, and "
+                "shards that do not overlap (start=k, stride=n for k = 0..n-1)")
+        seen[key] = count - 1
         if "error" in record:
-            failed.append((str(record.get("image")), record.get("method"), str(record["error"])))
+            failed.append((key[0], key[1], str(record["error"])))
             continue
         method = str(record["method"])
-        for key, value in _scalars(record):
-            values.setdefault((method, key), []).append(value)
+        warned.extend((key[0], method, str(note)) for note in record.get("warnings", []))
+        for name, value in record.items():
+            if column(name) is not None:
+                values.setdefault((method, name), []).append(value)
         for kind, curve in record.get("curves", {}).items():
             curves.setdefault((method, kind), []).append(curve)
             grids.setdefault((method, kind), set()).add(tuple(record["curve_step"]))
     methods = list(dict.fromkeys(method for method, _ in values))
-    order = {name: i for i, name in enumerate(SCALARS)}
+    order = {found.key: i for i, found in enumerate(columns())}
     rows = sorted((_row(method, metric, found) for (method, metric), found in values.items()),
-                  key=lambda r: (methods.index(r.method), order.get(r.metric, len(order)),
+                  key=lambda r: (methods.index(r.method), order[r.metric.split("@")[0]],
                                  r.metric))
     mean_curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     for (method, kind), found in curves.items():
@@ -156,41 +205,76 @@ def summarize_records(records: Iterable[dict[str, Any]]) -> Summary:
         fractions = np.minimum(np.arange(array.shape[1]) * step, pixels) / pixels
         mean_curves.setdefault(method, {})[kind] = (fractions, array.mean(axis=0),
                                                     _half_width(array))
-    return Summary(rows, mean_curves, failed, count)
+    return Summary(rows, mean_curves, failed, count, warned)
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The complete records of a results file (a torn last line is ignored)."""
-    if not path.exists():
-        raise MetricError(f"no results file at {str(path)!r}")
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    complete = lines[:-1]  # the part after the last newline is empty or torn
+def parse_header(line: bytes) -> dict[str, Any] | None:
+    """The header of a results file from its first line (bytes); ``None``: not one."""
+    try:
+        header = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return header if isinstance(header, dict) and header.get("kind") == "header" else None
+
+
+def read_records(path: Path, data: bytes | None = None) -> list[dict[str, Any]]:
+    """The header and the complete records of a results file (a torn last line is ignored);
+    ``data``: its bytes, if already read. A :class:`MetricError` for a missing file, one that
+    is not a results file, or a damaged line."""
+    if data is None:
+        if not path.is_file():
+            raise MetricError(f"no results file at {printable(str(path))!r}")
+        data = path.read_bytes()
+    lines = data.split(b"\n")[:-1]  # the part after the last newline is empty or torn
+    if not lines or parse_header(lines[0]) is None:
+        raise MetricError(f"{printable(str(path))!r} is not a results file of evaluate_folder "
+                          "(its first line is not an evaluation's header); give the JSON-lines "
+                          "file that evaluate wrote")
     records = []
-    for number, line in enumerate(complete, start=1):
+    for position, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise MetricError(f"line {number} of {str(path)!r} is not JSON ({exc}); the file "
-                              "is damaged: remove that line to resume") from exc
+            records.append(json.loads(line.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MetricError(f"line {position} of {printable(str(path))!r} is not JSON "
+                              f"({exc}); the file is damaged: remove that line to resume"
+                              ) from exc
     return records
 
 
-def _scalars(record: dict[str, Any]) -> list[tuple[str, float | None]]:
-    found: list[tuple[str, float | None]] = [(k, record[k]) for k in SCALARS if k in record]
-    for i, level in enumerate(record.get("thresholds", [])):
-        found.append((f"amount@{level:g}", record["amount"][i]))
-        found.append((f"reidentified@{level:g}", record["reidentified"][i]))
-    return found
+def printable(text: str) -> str:
+    """``text`` safe to print: the bytes of a file name that are not UTF-8 (lone surrogates
+    after ``os.fsdecode``) as ``\\udcXX``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _row(method: str, metric: str, found: list[float | None]) -> Row:
     defined = np.asarray([float(v) for v in found if v is not None], dtype=np.float64)
-    mean = float(defined.mean()) if len(defined) else math.nan
+    undefined = len(found) - len(defined)
+    found_column = column(metric)
+    if found_column is not None and found_column.proportion:
+        low, high = wilson(int(defined.sum()), len(defined))
+        return Row(method, metric, len(defined), _mean(defined), low, high, "wilson", undefined)
+    mean = _mean(defined)
     half = float(_half_width(defined[:, None])[0]) if len(defined) else math.nan
-    return Row(method, metric, len(defined), mean, half, len(found) - len(defined))
+    return Row(method, metric, len(defined), mean, mean - half, mean + half, "t", undefined)
+
+
+def wilson(successes: int, n: int, z: float = float(stats.norm.ppf(0.975))
+           ) -> tuple[float, float]:
+    """Wilson's score interval of a proportion ``successes / n`` (95 % by default); NaN for
+    ``n = 0``."""
+    if n == 0:
+        return math.nan, math.nan
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else math.nan
 
 
 def _half_width(values: np.ndarray) -> np.ndarray:

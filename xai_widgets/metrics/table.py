@@ -18,15 +18,16 @@ from typing import Any
 
 import torch
 
-from ..errors import ParameterError, did_you_mean
+from ..errors import MetricError, ParameterError, did_you_mean
 from ..explanation import Explanation
 from ..kernels.spec import Progress
 from .deletion import Score, deletion_insertion
-from .subject import MetricError
+from .registry import get_metric
 
 #: the options of :func:`.deletion_insertion` that a table passes on
 OPTIONS = ("deletion_substrate", "insertion_substrate", "channels", "polarity")
-HEADER = "deletion ↓ / insertion ↑"
+DELETION, INSERTION = (get_metric(name).headline for name in ("deletion", "insertion"))
+HEADER = f"deletion {DELETION.arrow} / insertion {INSERTION.arrow}"
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,11 @@ class AreaTable:
         return self.rows[method * len(self.columns) + column]
 
     def best(self, column: int) -> tuple[set[int], set[int]]:
-        """The rows (positions) with the lowest deletion area and with the highest insertion
-        area in ``column`` (every tied row)."""
+        """The rows (positions) with the best deletion area and with the best insertion area
+        in ``column`` (every tied row; lowest and highest, as the metric registry says)."""
         cells = [self.cell(row, column) for row in range(len(self.methods))]
-        low = min(c.deletion for c in cells)
-        high = max(c.insertion for c in cells)
-        return ({row for row, c in enumerate(cells) if c.deletion == low},
-                {row for row, c in enumerate(cells) if c.insertion == high})
+        return (DELETION.best([c.deletion for c in cells]),
+                INSERTION.best([c.insertion for c in cells]))
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per cell (``method``, ``column``, ``deletion``, ``insertion``)."""

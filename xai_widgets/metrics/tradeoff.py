@@ -1,9 +1,9 @@
 """Amount of activation vs. re-identification: the inverse-based project's trade-off.
 
-Kwon, Koo, Soh, Cho. "Explaining Deep Networks by Inverting Their Layers" (inverse-based
-explanation), IEEE TNNLS 2021 (METHODS.md §4.5). An explanation keeps part of the input,
-``x̂ = x ⊙ ĥ`` (normalised space, so a dropped pixel takes the dataset's mean colour); a good
-one keeps little (small *amount of activation*, ``mean ĥ``) and still lets the model
+Kwon, Koo, Soh, Cho. "Inverse-Based Approach to Explaining and Visualizing Convolutional
+Neural Networks." IEEE TNNLS 2021 (the inverse-based project). An explanation keeps part of
+the input, ``x̂ = x ⊙ ĥ`` (normalised space, so a dropped pixel takes the dataset's mean
+colour); a good one keeps little (small *amount of activation*, ``mean ĥ``) and still lets the model
 *re-identify* the class (``argmax f(x̂) = t``). For attribution maps ``ĥ`` is the map as
 displayed (channels reduced, polarity applied, a signed map's positive part), upsampled to
 the input and divided by its maximum, so ``ĥ ∈ [0, 1]``.
@@ -30,6 +30,7 @@ from ..models import ModelBundle
 from ..render import Channels, Polarity, normalise
 from ..targets import resolve_targets
 from . import forward
+from .spec import Case, Column, MetricSpec, number
 from .subject import check_chunk_size, subject
 
 if TYPE_CHECKING:
@@ -83,6 +84,38 @@ def tradeoff_figure(results: Mapping[str, Tradeoff], rate: str = "top1") -> Figu
     return figure
 
 
+def check_thresholds(thresholds: Sequence[float]) -> list[float]:
+    """``thresholds`` as floats; a :class:`ParameterError` unless they are values in [0, 1)."""
+    try:
+        levels = [float(t) for t in thresholds]
+    except (TypeError, ValueError):
+        levels = []
+    if not levels or not all(0 <= t < 1 for t in levels):
+        raise ParameterError(f"thresholds must be values in [0, 1), got {thresholds!r}")
+    return levels
+
+
+def measure(case: Case, _names: tuple[str, ...]) -> dict[str, Any]:
+    """``reidentified@τ`` (1/0) and ``amount@τ`` of one image, for every threshold τ."""
+    result = tradeoff(case.explanation, case.inputs, thresholds=case.settings.thresholds,
+                      chunk_size=case.settings.chunk_size)
+    record: dict[str, Any] = {}
+    for i, level in enumerate(result.thresholds.tolist()):
+        record[f"reidentified@{level:g}"] = number(result.top1[0, i])
+        record[f"amount@{level:g}"] = number(result.amount[0, i])
+    return record
+
+
+SPECS = (
+    MetricSpec("tradeoff", "Trade-off", "is the class re-identified from the part of the image "
+               "the map keeps, and how much does it keep?",
+               "Kwon, Koo, Soh, Cho. Inverse-Based Approach to Explaining and Visualizing "
+               "Convolutional Neural Networks. IEEE TNNLS 2021",
+               (Column("reidentified", "re-identified (top-1)", "higher", proportion=True),
+                Column("amount", "amount of activation", "lower")), "pass", measure),
+)
+
+
 def tradeoff(source: Explanation | ModelBundle | nn.Module, images: Any = None,
              maps: Any = None, target: Any = None, *, thresholds: Sequence[float] = (0.0,),
              channels: Channels | None = None, polarity: Polarity | None = None,
@@ -94,9 +127,7 @@ def tradeoff(source: Explanation | ModelBundle | nn.Module, images: Any = None,
     """
     subj = subject(source, images, maps, target, channels, polarity)
     chunk_size = check_chunk_size(chunk_size, subj.bundle.device)
-    levels = torch.tensor([float(t) for t in thresholds], dtype=torch.float32)
-    if levels.numel() == 0 or not bool(((levels >= 0) & (levels < 1)).all()):
-        raise ParameterError(f"thresholds must be values in [0, 1), got {list(thresholds)!r}")
+    levels = torch.tensor(check_thresholds(thresholds), dtype=torch.float32)
     shown = subj.display.polarity
     unit = normalise(subj.pixel_values("positive" if shown == "signed" else shown),
                      signed=False)                                            # (N, H, W)

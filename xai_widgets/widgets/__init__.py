@@ -2,5 +2,7 @@
 
 from .compare import Compare
 from .explorer import Explorer
+from .insecurities import Insecurities
+from .xfeatures import XFeatures
 
-__all__ = ["Compare", "Explorer"]
+__all__ = ["Compare", "Explorer", "Insecurities", "XFeatures"]

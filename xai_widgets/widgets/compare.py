@@ -140,7 +140,7 @@ class Compare(ShowsFigure):
 
 def _rows(methods: Any) -> list[tuple[str, dict[str, Any]]]:
     """Each row of methods as ``(name, params)``: from a name, or a ``(name, params)`` pair."""
-    rows = []
+    rows: list[tuple[str, dict[str, Any]]] = []
     for method in [methods] if isinstance(methods, str) else list(methods):
         if isinstance(method, str):
             rows.append((method, {}))

@@ -17,7 +17,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..figures import figure_png
-from ..metrics import DeletionInsertion, Sanity
+from ..metrics import DeletionInsertion, Sanity, get_metric
 from ..session import Measured, Scene, Selection, Session
 
 CURVE_DPI = 100  # 420 × 320 pixels
@@ -105,12 +105,20 @@ class MetricsPanel:
 
 
 def curve_summary(result: DeletionInsertion) -> str:
-    """One line of HTML: the two areas and what they mean."""
+    """A few lines of HTML: the two areas, what they mean, and how they were measured."""
     areas = {kind: values[0] for kind, values in result.areas().items()}
-    return (f"<small>deletion area <b>{areas['deletion']:.3f}</b> (lower is better: deleting "
-            f"the top pixels first destroys the class) · insertion area "
-            f"<b>{areas['insertion']:.3f}</b> (higher is better) · {result.pixels_per_step} "
-            f"pixels per step, {result.forwards} forward passes</small>")
+    deletion, insertion = (get_metric(kind).headline for kind in ("deletion", "insertion"))
+    steps = result.deletion.scores.shape[1] - 1
+    protocol = ("RISE's protocol (224 steps at 224 × 224)" if steps == 224 else
+                f"{steps} steps per curve, not RISE's 224 (choose \"224 steps (RISE)\" to "
+                "compare with published areas)")
+    return (f"<small>deletion area <b>{areas['deletion']:.3f}</b> {deletion.arrow} "
+            f"({deletion.better}: deleting the top pixels first destroys the class) · "
+            f"insertion area <b>{areas['insertion']:.3f}</b> {insertion.arrow} "
+            f"({insertion.better})<br>{protocol}: "
+            f"{result.pixels_per_step} pixels per step, {result.forwards} forward passes; "
+            f"deletion to {result.deletion.substrate}, insertion from "
+            f"{result.insertion.substrate}</small>")
 
 
 def sanity_summary(result: Sanity) -> str:
