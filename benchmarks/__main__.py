@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from . import bench_core, gap, harness, memory, report
+from . import bench_core, bench_insecurities, gap, harness, memory, report
 from .peers import available
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("resnet18", "resnet50", "vgg16", "densenet121")
 PACKAGES = ("torch", "torchvision", "captum", "grad-cam", "torchcam")
-PARTS = ("calls", "memory", "gap")
+PARTS = ("calls", "memory", "gap", "insecurities")
 
 
 def _list(text: str) -> list[str]:
@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     if "gap" not in args.skip:
         log("guided backprop gaps")
         results.gaps = gap.run()
+    if "insecurities" not in args.skip:
+        log("insecurities (deliberative explanations): results/insecurities.md")
+        bench_insecurities.main(["--repeats", str(args.repeats), "--threads", str(args.threads),
+                                 "--clock", args.clock, *(["--quick"] if args.quick else [])])
     results.wall_s = time.perf_counter() - start
     print(report.write(results, args.out))
     log(f"written {args.out.with_suffix('.md')} and .json")

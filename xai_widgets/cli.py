@@ -57,8 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     layers.set_defaults(run=_layers)
 
     _evaluate_parser(commands)
+    from .deliberative.cli import add_parser as add_insecurities
     from .xfeatures.cli import add_parser as add_xfeatures
 
+    add_insecurities(commands)
     add_xfeatures(commands)
     return parser
 

@@ -65,14 +65,17 @@ def test_deterministic_for_a_seed() -> None:
 
 
 def test_batch_equals_one_by_one() -> None:
-    # a batch draws one initial tensor, so compare from the deterministic start x = 0
+    # the first image of a batch starts from the same noise as the image alone (the batch's
+    # initial tensor is drawn from one seeded stream), so each image is put first in turn;
+    # a random start, not x = 0, keeps max-pool windows free of ties
     model = VggNet().eval()
     x = torch.rand(3, 3, 16, 16)
-    options = {"layer": "features.3", "iterations": 5, "lr": 1.0, "init_scale": 0.0}
-    together = xw.explain(bundle(model), x, "inverted_representation", **options)
+    options = {"layer": "features.3", "iterations": 5, "lr": 1.0}
     for i in range(3):
+        order = [i, *(j for j in range(3) if j != i)]
+        together = xw.explain(bundle(model), x[order], "inverted_representation", **options)
         alone = xw.explain(bundle(model), x[i:i + 1], "inverted_representation", **options)
-        torch.testing.assert_close(together.map[i:i + 1], alone.map, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(together.map[:1], alone.map, rtol=1e-4, atol=1e-6)
 
 
 def test_progress_previews_and_cancel_leave_the_model_unchanged() -> None:
