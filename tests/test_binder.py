@@ -5,13 +5,17 @@ The fast tests check that ``binder/requirements.txt`` pins the torch and torchvi
 the threads. The slow test simulates the build: a fresh virtual environment (no system site
 packages), ``pip install -r binder/requirements.txt`` from a copy of the repository with the
 CPU-only builds replaced by the pinned releases of ``constraints.txt`` (the test machines
-cannot reach download.pytorch.org; pip takes them from the local disk), ``postBuild``, then
+cannot reach download.pytorch.org). Those releases are the CUDA builds that the test's own
+environment already holds (5 GB): they are linked into the new environment instead of being
+installed a second time, and pip finds them satisfied; everything else the requirements name
+is installed by pip. Then ``postBuild``, then
 the course index and the quickstart executed through ``start`` in that environment (the other
 notebooks run in tests/test_notebooks.py, to keep CI under its time budget).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shutil
@@ -76,6 +80,23 @@ def local_requirements(source: Path, target: Path) -> None:
     target.write_text("\n".join(lines) + "\n")
 
 
+#: the pinned torch release and what it brings (CUDA libraries): linked, not reinstalled
+LINKED = re.compile(r"^(torch|torchvision|triton|nvidia-.*|cuda-.*)$", re.IGNORECASE)
+
+
+def link_torch(site: Path) -> None:
+    """Link the test environment's torch, torchvision and their CUDA libraries (package
+    folders and ``.dist-info``) into ``site``, the new environment's site-packages."""
+    for dist in importlib.metadata.distributions():
+        if not LINKED.match(dist.metadata["Name"] or "") or dist.files is None:
+            continue
+        root = Path(str(dist.locate_file("")))
+        tops = {Path(str(f)).parts[0] for f in dist.files if not str(f).startswith("..")}
+        for top in tops - {"__pycache__"}:
+            if not (site / top).exists() and (root / top).exists():
+                (site / top).symlink_to(root / top)
+
+
 @pytest.mark.slow
 def test_binder_builds_and_runs_the_course(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
@@ -92,6 +113,8 @@ def test_binder_builds_and_runs_the_course(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     bin_ = venv / "bin"
+    (site,) = (venv / "lib").glob("python3*/site-packages")
+    link_torch(site)
     env = {**os.environ, "PATH": f"{bin_}{os.pathsep}{os.environ['PATH']}",
            "VIRTUAL_ENV": str(venv), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     env.pop("PYTHONPATH", None)
