@@ -16,7 +16,12 @@ its floor, one forward + backward (to the input) of the same model at the same b
   ``blocks.3`` (the forward stops there), against the floor at N;
 * ``layerwise_inverse`` on a VGG-11 (torchvision architecture, random weights: no download)
   at 112×112: one solver iteration at *every* layer against one forward + backward of the
-  whole network at N.
+  whole network at N;
+* ``layerwise_inverse`` on a VGG-16 (random weights) at 224×224, one image, 2 iterations per
+  layer (issue 9): the whole kernel and its parts (capture, the power iterations of the
+  step sizes, the solves, re-identification) against its floor, the per-layer
+  projected-gradient steps (2 × one forward + backward of the network); and when its
+  progress reports (with a preview) arrive.
 
 Also the iterations per second and the time to the paper's default number of iterations
 (80 for feature inversion, 201 for the inverted representation; for the layer-wise inverse a
@@ -27,6 +32,7 @@ per layer). Results: ``benchmarks/results/inversion.md``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from collections.abc import Callable
 from functools import partial
@@ -36,7 +42,8 @@ from typing import Any
 import torch
 
 import xai_widgets as xw
-from xai_widgets.kernels import get_method
+from xai_widgets.kernels import _layerwise, get_method
+from xai_widgets.kernels.layerwise_inverse import classifier_chain, reidentification, settings_of
 from xai_widgets.kernels.spec import KernelContext
 from xai_widgets.scope import eval_mode
 from xai_widgets.trace import TraceSet
@@ -57,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch threads (1: stable on a shared machine)")
     parser.add_argument("--clock", default="cpu", choices=sorted(harness.CLOCKS))
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--only", default="", help="comma-separated: fi,ir,lw")
+    parser.add_argument("--only", default="", help="comma-separated: fi,ir,lw,lw16")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     clock = harness.CLOCKS[args.clock]
     timed = partial(harness.interleaved, repeats=repeats, warmup=args.warmup, clock=clock)
     iterations = (1, 3) if args.quick else (2, 10)
-    parts = set(filter(None, args.only.split(","))) or {"fi", "ir", "lw"}
+    parts = set(filter(None, args.only.split(","))) or {"fi", "ir", "lw", "lw16"}
 
     bundle = xw.load_model()
     photos = xw.sample_images()
@@ -86,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
         sections.append(_inverted_representation(bundle, inputs, iterations, timed, clock))
     if "lw" in parts:
         sections.append(_layerwise_inverse(args.batch, iterations, timed, clock, args.quick))
+    if "lw16" in parts:
+        sections.append(_layerwise_vgg16(timed, clock, args.quick))
     report = "\n".join(sections)
     harness.publish(report, args.out)
 
@@ -240,6 +249,86 @@ def _layerwise_inverse(batch: int, iterations: tuple[int, int], timed: Callable[
             f"{float(used.float().sum(1).mean()) / max(solved, 1):.0f} per layer and image); "
             f"the bound of 3000 iterations at every layer would take "
             f"{fixed + 3000 * cost:.0f} s.\n")
+
+
+def _layerwise_vgg16(timed: Callable[..., Any], clock: Callable[[], float],
+                     quick: bool) -> str:
+    import torchvision
+
+    steps = 2
+    torch.manual_seed(0)
+    model = torchvision.models.vgg16(weights=None).eval()
+    bundle = xw.ModelBundle(model, xw.Preprocessing(resize=None, crop=(224, 224)),
+                            name="vgg16 (random weights)")
+    inputs = torch.randn(1, 3, 224, 224)
+    spec = get_method("layerwise_inverse")
+    traces = TraceSet(bundle, inputs, [], with_graph=False)
+    targets = tuple(int(t) for t in traces.get().logits.argmax(1))
+    target_index = torch.tensor(targets)
+    values = spec.validate({"max_iterations": steps, "tolerance": 0.0})
+    settings = settings_of(values)
+    chain = classifier_chain(model, inputs)
+    constants: dict[int, float] = {}
+    blocks = [i for i, unit in enumerate(chain.units) if unit.kind == "block"]
+
+    def fill_constants() -> None:
+        constants.clear()
+        for i in blocks:
+            constants[i] = _layerwise.lipschitz(chain.units[i], chain.units[i].inputs, 0)
+
+    fill_constants()
+    inverse = _layerwise.invert(chain, settings, targets=target_index,
+                                lipschitz_cache=constants)
+    cases: dict[str, Callable[[], object]] = {
+        "kernel": lambda: spec.compute(KernelContext(traces, targets, None, values)),
+        "capture": lambda: classifier_chain(model, inputs),
+        "step sizes (power iterations)": fill_constants,
+        f"solves ({steps} iterations per layer)": lambda: _layerwise.invert(
+            chain, settings, targets=target_index, lipschitz_cache=constants),
+        "re-identification": lambda: reidentification(chain, inverse, target_index),
+        "floor": _floor(model, inputs, steps),
+    }
+    seconds = timed(cases)
+    floor = harness.median(seconds["floor"])
+    rows: list[list[object]] = [[name, harness.median(seconds[name]),
+                                 harness.median(seconds[name]) / floor]
+                                for name in cases if name != "floor"]
+    table = harness.markdown_table(["part", "seconds", "× floor"], rows)
+
+    def reports(params: dict[str, Any]) -> tuple[float, float, float, float, float]:
+        """Seconds to the first report, to the first picture preview, the longest gap
+        between reports, the whole run, and how many reports."""
+        times: list[tuple[float, bool]] = []
+        start = clock()
+
+        def progress(_fraction: float, preview: torch.Tensor | None) -> None:
+            times.append((clock() - start, preview is not None))
+
+        spec.compute(KernelContext(traces, targets, None, spec.validate(params), progress))
+        total = clock() - start
+        stamps = [0.0] + [t for t, _ in times]
+        gap = max(b - a for a, b in itertools.pairwise(stamps))
+        picture = next(t for t, shown in times if shown)
+        return times[0][0], picture, gap, total, len(times)
+
+    lines = []
+    runs = [("2 iterations per layer", {"max_iterations": steps, "tolerance": 0.0})]
+    if not quick:
+        runs.append(("defaults (λ = 0.7, ≤ 3000 iterations, tolerance 1e-3)", {}))
+    for label, params in runs:
+        first, picture, gap, total, count = reports(params)
+        lines.append(f"| {label} | {first:.1f} | {picture:.1f} | {gap:.1f} | {total:.1f} | "
+                     f"{count} |")
+    timeline = "\n".join(["| run | first report | first picture | longest gap | whole run | "
+                          "reports |", "|---|---|---|---|---|---|", *lines])
+    return (f"## layerwise_inverse on VGG-16 (issue 9)\n\n{bundle.name}, 224×224, one image, "
+            f"{steps} iterations at every solved layer ({len(blocks)} blocks, "
+            f"{len(chain)} units), the kernel on a warm TraceSet. Floor: the per-layer "
+            f"projected-gradient steps, {steps} × one forward + backward of the network "
+            f"({floor:.2f} s). The parts are timed alone (their sum is about the kernel).\n\n"
+            f"{table}\n\nProgress (seconds of the clock above, measured once; a picture "
+            f"preview needs a spatial layer, so the classifier's linear layers report "
+            f"without one):\n\n{timeline}\n")
 
 
 if __name__ == "__main__":

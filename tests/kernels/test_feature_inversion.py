@@ -159,6 +159,64 @@ def test_progress_previews_and_cancel_leave_the_model_unchanged() -> None:
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_mask_layer_same_is_the_inverted_layer() -> None:
+    model = VggNet().eval()
+    x = torch.randn(2, 3, 16, 16)
+    options = {"layer": "features.3", "iterations": 5, "step1_iterations": 2}
+    default = xw.explain(bundle(model), x, "feature_inversion", **options)
+    same = xw.explain(bundle(model), x, "feature_inversion", mask_layer="same", **options)
+    named = xw.explain(bundle(model), x, "feature_inversion", mask_layer="features.3", **options)
+    for other in (same, named):
+        assert torch.equal(other.map, default.map)
+        assert torch.equal(other.extras["loss"], default.extras["loss"])
+    assert default.extras["mask_layer"] == "features.3"
+    assert default.extras["layer_mask"].shape == (2, 8, 8)
+
+
+def test_mask_layer_sets_the_basis_apart_from_the_inverted_layer() -> None:
+    """Basis at ``features.1`` (16×16), features inverted at ``features.5`` (4×4): the mask
+    is the combination of the 16×16 maps (upsampled 16 -> 16), the step-1 loss still compares
+    the 4×4 features, and the result differs from the one-layer run."""
+    torch.manual_seed(0)
+    model = VggNet().eval()
+    x = torch.randn(1, 3, 16, 16)
+    options = {"layer": "features.5", "iterations": 4, "step1_iterations": 4}
+    apart = xw.explain(bundle(model), x, "feature_inversion", mask_layer="features.1",
+                       **options)
+    alone = xw.explain(bundle(model), x, "feature_inversion", **options)
+    assert apart.extras["mask_layer"] == "features.1"
+    assert apart.extras["channel_weights"].shape == (1, 8)
+    assert apart.extras["layer_mask"].shape == (1, 16, 16)
+    assert alone.extras["layer_mask"].shape == (1, 4, 4)
+    with torch.no_grad():
+        basis = model.features[:2](x)  # ReLU of the first convolution, 16×16
+        inverted = model.features(x)  # features.5, 4×4
+        # the mask from the final w, by hand (same size: upsampling is the identity)
+        layer_mask = torch.einsum("nk,nkhw->nhw", apart.extras["channel_weights"], basis)
+        low = layer_mask.flatten(1).amin(1)[:, None, None]
+        high = layer_mask.flatten(1).amax(1)[:, None, None]
+        torch.testing.assert_close(apart.map, ((layer_mask - low) / high).clamp(0, 1))
+        # the first loss: w = 0.1 everywhere, features compared at the inverted layer
+        start = 0.1 * basis.sum(1)
+        m = ((start - start.amin()) / start.amax()).clamp(0, 1)[:, None]
+        kept = x * m + apart.extras["background"] * (1 - m)
+        error = (model.features(kept) - inverted).pow(2).sum() / inverted.pow(2).sum()
+        first = error + 5.0 * 8 * 0.1 ** 2
+    torch.testing.assert_close(apart.extras["loss"][0, 0], first, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(apart.map, alone.map, atol=1e-2)
+
+
+@pytest.mark.parametrize(("value", "error", "match"), [
+    ("featurs.1", xw.LayerError, r"mask_layer.*did you mean 'features.1'.*'same'"),
+    ("classifier", xw.LayerError, "mask_layer.*spatial"),
+    (3, xw.ParameterError, "mask_layer.*layer name"),
+])
+def test_bad_mask_layer_is_refused_clearly(value: object, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        xw.explain(bundle(VggNet()), torch.randn(1, 3, 16, 16), "feature_inversion",
+                   layer="features.3", iterations=2, step1_iterations=1, mask_layer=value)
+
+
 @pytest.mark.parametrize(("params", "error", "match"), [
     ({"iterations": 0}, xw.ParameterError, "iterations"),
     ({"iterations": 3, "step1_iterations": 5}, xw.ParameterError, "must not exceed"),

@@ -45,6 +45,11 @@ from ._chain import Chain, Unit
 
 WINDOW = 10  # objective values over which convergence is judged
 POWER_ITERATIONS = 20
+#: the power iteration of a spatially local block runs on a crop of its input whose output
+#: has at least this many positions per dimension (see :func:`lipschitz_shape`)
+LIPSCHITZ_EXTENT = 16
+#: operations that act the same at any spatial size (a block of only these can be cropped)
+_LOCAL = {"conv1d", "conv2d", "conv3d", "batch_norm", "pad", "relu", "relu_"}
 EPS = 1e-20
 LEAK = 0.1  # see block_residual
 
@@ -94,10 +99,39 @@ def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.view(-1, *([1] * (like.ndim - 1)))
 
 
+def lipschitz_shape(unit: Unit, like: torch.Tensor) -> tuple[int, ...]:
+    """The input shape of the power iteration: one image of ``like``'s shape, cropped (top
+    left) for a block of convolutions, batch norms, paddings and ReLUs to the smallest of
+    16, 32, 64, ... pixels whose output keeps :data:`LIPSCHITZ_EXTENT` positions per
+    dimension.
+
+    The crop's operator is a compression of the full one (embedding the crop at the top left
+    in zeros reproduces its output there), so ``‖A_crop‖ ≤ ‖A‖`` and ``‖A‖`` is approached as
+    the crop grows: on VGG16's 3×3 convolutions (random weights, 224 px) the 16-px crop's
+    ``‖A‖²`` is within 1.6 % of the full one (within 3 % on the random convolutions of the
+    tests), on AlexNet's (11×11 stride-4 first convolution: a 128-px crop) within 1.3 %,
+    well under the factor 1.1 of
+    :func:`lipschitz` (and the solver halves a step that goes uphill), at a fraction of the
+    cost of 20 passes at full resolution.
+    """
+    full = (1, *like.shape[1:])
+    if like.ndim < 3 or not all(step.op in _LOCAL for step in unit.steps):
+        return full
+    size = LIPSCHITZ_EXTENT
+    while size < max(full[2:]):
+        shape = (*full[:2], *(min(size, extent) for extent in full[2:]))
+        with torch.no_grad():
+            output = unit.affine(torch.zeros(shape, dtype=like.dtype, device=like.device))
+        if min(output.shape[2:]) >= LIPSCHITZ_EXTENT:
+            return shape
+        size *= 2
+    return full
+
+
 def lipschitz(unit: Unit, like: torch.Tensor, seed: int) -> float:
     """``‖A‖²`` of the unit's affine part (largest eigenvalue of ``AᵀA``, power iteration on
-    one input of ``like``'s shape), times 1.1 for safety."""
-    shape = (1, *like.shape[1:])
+    one input of :func:`lipschitz_shape`), times 1.1 for safety."""
+    shape = lipschitz_shape(unit, like)
     generator = torch.Generator().manual_seed(seed)
     v = torch.randn(shape, generator=generator).to(like)
     zero = torch.zeros(shape, dtype=like.dtype, device=like.device)

@@ -1,8 +1,8 @@
 """Guided feature inversion (Du, Liu, Song, Hu; KDD 2018), the authors' formulation.
 
-A mask is a non-negative combination of the feature maps ``A`` (``(K, h, w)``) of the chosen
-layer ``l`` on the original image ``x``, upsampled (bilinear, corners aligned) to the input
-and normalised::
+A mask is a non-negative combination of the feature maps ``A`` (``(K, h, w)``) of a layer
+``l₀`` (``mask_layer``; by default the chosen layer ``l``) on the original image ``x``,
+upsampled (bilinear, corners aligned) from ``l₀``'s resolution to the input and normalised::
 
     M = Σ_k w_k A_k,   m = (up(M) − min up(M)) / max up(M)   (clipped to [0, 1]),  w ≥ 0
 
@@ -23,7 +23,9 @@ class-discriminative for the target class ``c`` (``p_c`` = softmax probability):
 Adam (lr 1e-2, halved every 10 iterations), ``w`` initialised to 0.1 and projected onto
 ``[0, 1e5]`` after every step, 11 + 69 iterations, ``λ = (5, 1, 2)``: the defaults of the
 authors' code (mndu/guided-feature-inversion), which uses one layer (pool5 of VGG19) for both
-the mask basis and the feature loss; here that is the chosen layer. One guard: an image
+the mask basis and the feature loss; here that is the chosen layer unless ``mask_layer`` names
+another (the paper's ``l₀`` and ``l`` are separate; the seed port took relu5_4 for the basis
+and pool5 for the loss: a finer mask). One guard: an image
 whose every ``w_k`` reaches 0 (an empty mask, which the scale-free mask cannot recover from)
 keeps its previous ``w``. The raw map is the mask
 ``m`` ``(N, H, W)`` in [0, 1] at the input resolution: its upsampling and normalisation are
@@ -37,18 +39,46 @@ Inversion." KDD 2018. arXiv:1804.00506.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..blur import gaussian_blur
-from ..errors import ParameterError
+from ..errors import LayerError, ParameterError
+from ..models import ModelBundle
 from ..render import RenderSettings
 from ._inversion import Probe, report_every
 from .spec import KernelContext, KernelResult, MethodSpec, Param
 
 #: upper bound of the projection of ``w`` (the authors' clamp)
 W_MAX = 1e5
+#: ``mask_layer`` value for the inverted layer itself (the authors' setting)
+SAME = "same"
+
+
+class LayerName(Param):
+    """A str parameter naming a layer of the model, or :data:`SAME`. The layers are known
+    only with the model, so here only the type is checked; :func:`mask_layer` checks the name
+    against the model's layer catalogue (a widget offers :data:`SAME`)."""
+
+    def validate(self, value: Any, method: str) -> Any:
+        if not isinstance(value, str) or not value:
+            raise ParameterError(f"{method}: parameter {self.name!r} must be a layer name (a "
+                                 f"str such as 'features.3') or {SAME!r}, got {value!r}")
+        return value
+
+
+def mask_layer(bundle: ModelBundle, layer: str, value: str) -> str:
+    """The canonical name of the mask basis's layer: ``layer`` for :data:`SAME`, else
+    ``value`` resolved by the model's catalogue (a :class:`LayerError` with a suggestion)."""
+    if value == SAME:
+        return layer
+    try:
+        return str(bundle.layers.resolve(value, bundle.model))
+    except LayerError as exc:
+        raise LayerError(f"feature_inversion: parameter 'mask_layer': {exc}; or {SAME!r} for "
+                         f"the inverted layer ({layer!r})") from exc
 
 
 @dataclass
@@ -94,17 +124,19 @@ def compute(ctx: KernelContext) -> KernelResult:
                              f"iterations ({total}); step 2 runs the remaining ones")
     assert ctx.layer is not None, "the registry gives layer methods a layer"
     bundle = ctx.traces.bundle
-    trace = ctx.traces.get("gradient", [ctx.layer])
+    basis_layer = mask_layer(bundle, ctx.layer, p["mask_layer"])
+    trace = ctx.traces.get("gradient", list(dict.fromkeys([ctx.layer, basis_layer])))
     x = trace.input.detach()
     reference = trace.activation(ctx.layer)  # (N, K, h, w): candidate layers are spatial
+    basis = trace.activation(basis_layer).float()  # (N, K₀, h₀, w₀)
     n = x.shape[0]
     targets = ctx.target_index
     rows = torch.arange(n, device=x.device)
-    mask_of = MaskModel(reference.float(), (x.shape[-2], x.shape[-1]), p["normaliser"])
+    mask_of = MaskModel(basis, (x.shape[-2], x.shape[-1]), p["normaliser"])
     back = background(x, p["background"], float(p["blur_sigma"]), int(p["seed"]))
     reference_norm = reference.flatten(1).pow(2).sum(1).clamp(min=1e-12)
 
-    w = torch.full(reference.shape[:2], float(p["init_weight"]), device=x.device,
+    w = torch.full(basis.shape[:2], float(p["init_weight"]), device=x.device,
                    dtype=torch.float32, requires_grad=True)
     optimiser = torch.optim.Adam([w], lr=float(p["lr"]))
     losses = torch.zeros(n, total, device=x.device)
@@ -155,6 +187,7 @@ def compute(ctx: KernelContext) -> KernelResult:
         "loss": losses,
         "channel_weights": w_final,
         "layer_mask": mask_of.layer_mask(w_final),
+        "mask_layer": basis_layer,
         "probabilities": scores,
     })
 
@@ -189,6 +222,9 @@ SPEC = MethodSpec(
               "image, the mean colour, or noise", choices=("blur", "mean", "noise")),
         Param("blur_sigma", 11.0, float, "standard deviation of the background blur, in "
               "input pixels", 0.0, 1000.0),
+        LayerName("mask_layer", SAME, str, "layer whose feature maps form the mask (its "
+                  "resolution is the mask's before upsampling): 'same' = the inverted layer, "
+                  "or another layer's name", choices=(SAME,)),
         Param("normaliser", "official", str, "mask normalisation: (M − min) / max as the "
               "authors' code, or true min-max", choices=("official", "minmax")),
         Param("report_every", 5, int, "steps between progress reports (with the mask)", 1,

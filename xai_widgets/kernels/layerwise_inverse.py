@@ -75,15 +75,25 @@ def amount_of_activation(inverse: torch.Tensor, inputs: torch.Tensor) -> torch.T
 def reidentification(chain: Chain, inverse: _layerwise.Inverse, targets: torch.Tensor,
                      k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-1 and top-``k`` re-identification of the inverse at every unit's input,
-    ``(N, U)`` bool each: the inverse fed through the rest of the network."""
+    ``(N, U)`` bool each: the inverse fed through the rest of the network.
+
+    From the last unit to the first: where a unit maps its inverse exactly onto the inverse
+    above it (max-unpooling, ReLU, reshapes, exact average-unpooling), that layer's logits
+    are the ones above, and the rest of the network is not run again."""
     top1, topk = [], []
+    layers = inverse.layers
+    logits = torch.empty(0)  # those of the inverse at the next unit's input, then this one's
     with torch.no_grad():
-        for index, layer in enumerate(inverse.layers):
-            logits = chain.forward_from(index, layer).flatten(1)
-            ranked = logits.topk(min(k, logits.shape[1]), dim=1).indices
+        for index in reversed(range(len(layers))):
+            output = chain.units[index](layers[index])
+            if index + 1 == len(layers):
+                logits = output
+            elif not torch.equal(output, layers[index + 1]):
+                logits = chain.forward_from(index + 1, output)
+            ranked = logits.flatten(1).topk(min(k, logits[0].numel()), dim=1).indices
             top1.append(ranked[:, 0] == targets)
             topk.append((ranked == targets[:, None]).any(1))
-    return torch.stack(top1, 1), torch.stack(topk, 1)
+    return torch.stack(top1[::-1], 1), torch.stack(topk[::-1], 1)
 
 
 def settings_of(params: dict[str, Any]) -> _layerwise.Settings:
