@@ -25,7 +25,7 @@ from xai_widgets.kernels.layerwise_inverse import (
     dct_matrix,
     frequency_bands,
     invert_regression,
-    tradeoff,
+    sparsity_sweep,
     zigzag,
 )
 from xai_widgets.kernels.spec import Cancelled
@@ -329,10 +329,10 @@ def test_progress_previews_and_cancel_leave_the_model_unchanged() -> None:
     assert_same(before, snapshot(model))
 
 
-def test_tradeoff_points_and_plot() -> None:
+def test_sparsity_sweep_points_and_plot() -> None:
     model = VggNet().eval()
     x = torch.randn(2, 3, 16, 16)
-    result = tradeoff(bundle(model), x, sparsities=(0.0, 3.0), **QUICK)
+    result = sparsity_sweep(bundle(model), x, sparsities=(0.0, 3.0), **QUICK)
     assert result.sparsity.tolist() == [0.0, 3.0]
     assert result.amount[0] > result.amount[1]
     assert ((result.top1 >= 0) & (result.top1 <= result.top5) & (result.top5 <= 1)).all()

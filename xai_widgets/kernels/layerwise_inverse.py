@@ -23,10 +23,11 @@ per layer. See :mod:`._layerwise` for the rules of every layer type and the solv
 fixes the original's step-size and momentum quirks), :mod:`._chain` for which networks are
 accepted (sequential ones: VGG-style; residual networks are refused with a clear error).
 
-Also here: :func:`tradeoff` (amount of activation vs re-identification over a range of λ, and
-its plot), :func:`invert_regression` (the inverse of a chosen output region of an
-image-to-image network, as the paper did for VDSR super-resolution) and
-:func:`frequency_bands` (DCT spectra of focused vs unfocused 8×8 patches, zig-zag order).
+Also here: :func:`sparsity_sweep` (amount of activation vs re-identification over a range of
+λ: points of the trade-off plot of :func:`xai_widgets.metrics.tradeoff`, and its plot),
+:func:`invert_regression` (the inverse of a chosen output region of an image-to-image
+network, as the paper did for VDSR super-resolution) and :func:`frequency_bands` (DCT
+spectra of focused vs unfocused 8×8 patches, zig-zag order).
 
 Kwon, Koo, Soh, Cho. "Inverse-Based Approach to Explaining and Visualizing Convolutional
 Neural Networks." IEEE Transactions on Neural Networks and Learning Systems, 2021.
@@ -45,6 +46,7 @@ import torch
 from torch import nn
 
 from ..errors import MethodError, ParameterError
+from ..figures import ShowsFigure
 from ..models import ModelBundle
 from ..render import RenderSettings
 from ..targets import resolve_targets
@@ -64,12 +66,12 @@ def attribution(inverse: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
 
 
 def amount_of_activation(inverse: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    """The authors' "mean L1 norm" ``(N,)``: per channel the kept ratio minus its minimum,
-    summed over channels, divided by its maximum, averaged over pixels."""
-    ratio = inverse.abs() / (inputs.abs() + RATIO_EPS)
-    shifted = (ratio - ratio.flatten(2).amin(2)[:, :, None, None]).sum(1)
-    top = shifted.flatten(1).amax(1).clamp(min=1e-30)
-    return (shifted / top[:, None, None]).flatten(1).mean(1)
+    """The authors' "mean L1 norm" of the inverse ``(N,)``: the amount of activation
+    (:func:`xai_widgets.metrics.tradeoff.amount_of_activation`) of the kept ratio
+    ``|x̂| / (|x| + 1e-6)``."""
+    from ..metrics.tradeoff import amount_of_activation as amount  # metrics import kernels
+
+    return amount(inverse.abs() / (inputs.abs() + RATIO_EPS))
 
 
 def reidentification(chain: Chain, inverse: _layerwise.Inverse, targets: torch.Tensor,
@@ -149,15 +151,20 @@ def compute(ctx: KernelContext) -> KernelResult:
 
 
 @dataclass
-class TradeOff:
-    """Amount of activation vs re-identification over sparsity weights (one point each):
-    ``amount`` is the mean over images, ``top1``/``top5`` the re-identification rates of the
-    input-level inverse."""
+class SparsitySweep(ShowsFigure):
+    """The inverse for several sparsity weights λ, one point each on the trade-off plot
+    (amount of activation vs re-identification, as :func:`xai_widgets.metrics.tradeoff`
+    draws it for maps): ``amount`` is the mean over images, ``top1``/``top5`` the
+    re-identification rates of the input-level inverse."""
 
     sparsity: np.ndarray
     amount: np.ndarray
     top1: np.ndarray
     top5: np.ndarray
+
+    def figure(self) -> Any:
+        """The plot as a figure of its own (a notebook shows it)."""
+        return self.plot()
 
     def plot(self, axes: Any = None) -> Any:
         """A matplotlib figure (or draw into ``axes``): re-identification rate against the
@@ -180,17 +187,17 @@ class TradeOff:
         return figure if figure is not None else axes.figure
 
 
-def tradeoff(model: ModelBundle | nn.Module, images: Any,
-             sparsities: Sequence[float] = (0.0, 0.35, 0.7, 1.4, 2.8), target: Any = "top1",
-             **params: Any) -> TradeOff:
+def sparsity_sweep(model: ModelBundle | nn.Module, images: Any,
+                   sparsities: Sequence[float] = (0.0, 0.35, 0.7, 1.4, 2.8),
+                   target: Any = "top1", **params: Any) -> SparsitySweep:
     """Run the inverse for every sparsity weight on ``images`` (the network is captured and
     its layers' constants estimated once) and collect the trade-off points."""
     bundle = ModelBundle.wrap(model)
     values = SPEC.validate(params)
     if not sparsities:
-        raise ParameterError("tradeoff needs at least one sparsity weight")
+        raise ParameterError("sparsity_sweep needs at least one sparsity weight")
     for lam in sparsities:
-        SPEC.params[0].validate(lam, "tradeoff")
+        SPEC.params[0].validate(lam, "sparsity_sweep")
     inputs = bundle.prepare(images).inputs.to(bundle.device)
     chain = classifier_chain(bundle.model, inputs)
     targets = torch.tensor(resolve_targets(target, chain.output.detach(), bundle.class_names),
@@ -205,7 +212,7 @@ def tradeoff(model: ModelBundle | nn.Module, images: Any,
         rows.append((float(amount.mean()), float(top1[:, 0].float().mean()),
                      float(top5[:, 0].float().mean())))
     amount_, top1_, top5_ = (np.array(c) for c in zip(*rows, strict=True))
-    return TradeOff(np.array(sparsities, dtype=float), amount_, top1_, top5_)
+    return SparsitySweep(np.array(sparsities, dtype=float), amount_, top1_, top5_)
 
 
 # ------------------------------------------------------------------------- regression
@@ -318,7 +325,7 @@ def zigzag(size: int) -> list[tuple[int, int]]:
 
 
 @dataclass
-class FrequencyBands:
+class FrequencyBands(ShowsFigure):
     """Mean absolute DCT coefficient per zig-zag band (``patch²`` bands) of the input
     patches where the attribution is high (``focused``: mean attribution ≥ the mean over
     patches), low (``unfocused``) and of all patches; ``focused_patches`` counts the former."""
@@ -328,6 +335,10 @@ class FrequencyBands:
     all: np.ndarray
     focused_patches: int
     patches: int
+
+    def figure(self) -> Any:
+        """The plot as a figure of its own (a notebook shows it)."""
+        return self.plot()
 
     def plot(self, axes: Any = None) -> Any:
         """Log-scale spectra of the three groups against the band index."""

@@ -3,7 +3,8 @@
 Kwon, Koo, Soh, Cho. "Inverse-Based Approach to Explaining and Visualizing Convolutional
 Neural Networks." IEEE TNNLS 2021 (the inverse-based project). An explanation keeps part of
 the input, ``x̂ = x ⊙ ĥ`` (normalised space, so a dropped pixel takes the dataset's mean
-colour); a good one keeps little (small *amount of activation*, ``mean ĥ``) and still lets the model
+colour); a good one keeps little (small *amount of activation*, :func:`amount_of_activation`)
+and still lets the model
 *re-identify* the class (``argmax f(x̂) = t``). For attribution maps ``ĥ`` is the map as
 displayed (channels reduced, polarity applied, a signed map's positive part), upsampled to
 the input and divided by its maximum, so ``ĥ ∈ [0, 1]``.
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Tradeoff(ShowsFigure):
-    """Per image and threshold, ``(N, T)`` each: ``amount`` (mean of ``ĥ_τ``), ``probability``
+    """Per image and threshold, ``(N, T)`` each: ``amount`` (of ``ĥ_τ``), ``probability``
     of the target on ``x ⊙ ĥ_τ``, re-identified as the ``top1`` class / among the ``top5``.
     ``thresholds``: ``(T,)``."""
 
@@ -76,12 +77,23 @@ def tradeoff_figure(results: Mapping[str, Tradeoff], rate: str = "top1") -> Figu
     for label, result in results.items():
         rates = result.rates()
         axes.plot(rates["amount"], rates[rate], "o-", label=label)
-    axes.set_xlabel("amount of activation (mean ĥ)")
+    axes.set_xlabel("amount of activation")
     axes.set_ylabel(f"re-identification rate ({rate.replace('top', 'top-')})")
     axes.set_xlim(0, 1)
     axes.set_ylim(-0.02, 1.02)
     axes.legend(fontsize=8)
     return figure
+
+
+def amount_of_activation(kept: torch.Tensor) -> torch.Tensor:
+    """The inverse-based project's *amount of activation* of what an explanation keeps: the
+    kept fraction of the input ``(N, C, H, W)`` (``ĥ`` of a map, one channel; ``|x̂| / |x|``
+    of an inverse), per channel minus its minimum, summed over channels, divided by its
+    maximum, averaged over pixels: ``(N,)`` in [0, 1]. The one definition of the toolkit
+    (this trade-off and ``layerwise_inverse``)."""
+    shifted = (kept - kept.flatten(2).amin(2)[:, :, None, None]).sum(1)
+    top = shifted.flatten(1).amax(1).clamp(min=1e-30)
+    return (shifted / top[:, None, None]).flatten(1).mean(1)
 
 
 def check_thresholds(thresholds: Sequence[float]) -> list[float]:
@@ -132,7 +144,7 @@ def tradeoff(source: Explanation | ModelBundle | nn.Module, images: Any = None,
     unit = normalise(subj.pixel_values("positive" if shown == "signed" else shown),
                      signed=False)                                            # (N, H, W)
     kept = unit[:, None] * (unit[:, None] >= levels[None, :, None, None])      # (N, T, H, W)
-    amount = kept.mean(dim=(2, 3))
+    amount = amount_of_activation(kept.flatten(0, 1)[:, None]).view(kept.shape[:2])
     originals = forward.logits(subj.bundle, subj.inputs, chunk_size)
     targets = resolve_targets(subj.target, originals, subj.bundle.class_names)
     count = len(levels)
