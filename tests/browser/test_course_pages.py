@@ -126,6 +126,8 @@ def test_quickstart_in_notebook_7(served: Path, browser) -> None:
         errors = page.locator(".jp-OutputArea-output[data-mime-type="
                               "'application/vnd.jupyter.stderr']").filter(has_text="Traceback")
         assert errors.count() == 0
+        # the widget view is built after its cell ran, and later on a busy machine
+        page.wait_for_selector(".xai-explorer", state="attached", timeout=300_000)
         page.locator(".xai-explorer").scroll_into_view_if_needed()
         wait_for_picture(page)
         pictures = page.locator(".jp-RenderedImage img")
