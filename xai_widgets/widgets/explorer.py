@@ -35,7 +35,8 @@ LOSS_SIZE, LOSS_DPI = (4.2, 1.5), 100  # the loss curve of an optimisation: 420 
 # The live app hides its static copy (kept for notebooks viewed without a kernel).
 CSS = """<style>
 .xai-status { white-space: normal; overflow-wrap: anywhere; max-width: 440px; }
-.xai-status .widget-html-content { white-space: normal; line-height: 1.3; }
+.xai-status .widget-html-content, .xai-metrics .widget-html-content {
+  white-space: normal; line-height: 1.3; }
 .xai-status-error { color: #b00020; }
 .xai-status-warning { color: #8a5a00; }
 .xai-status-busy { color: #555; font-style: italic; }

@@ -45,9 +45,9 @@ class MetricsPanel:
         self.progress = widgets.FloatProgress(min=0, max=1, layout=widgets.Layout(
             width="300px", display=_HIDDEN))
         self.curve_plot = widgets.Image(format="png", layout=widgets.Layout(display=_HIDDEN))
-        self.curve_text = widgets.HTML()
+        self.curve_text = widgets.HTML(layout=widgets.Layout(width="440px"))
         self.sanity_plot = widgets.Image(format="png", layout=widgets.Layout(display=_HIDDEN))
-        self.sanity_text = widgets.HTML()
+        self.sanity_text = widgets.HTML(layout=widgets.Layout(width="440px"))
         self.curves.observe(lambda c: session.measure(c["new"], self.steps.value), names="value")
         self.steps.observe(self._steps_changed, names="value")
         self.sanity.on_click(lambda _b: session.sanity())
