@@ -77,7 +77,7 @@ def _by_name(name: str, logits: torch.Tensor, class_names: Sequence[str] | None,
     count = top_count(name, classes)
     if count is not None and count > 1:
         raise TargetError(f"{name!r} is the {count} most probable classes, and a target is one "
-                          f"class per image: use 'rank{count}' for the {count}th most probable, "
+                          f"class per image: use 'rank{count}' for the class ranked {count}, "
                           f"or Compare(classes={name!r}) to see them side by side")
     ranked = _RANK.fullmatch(name.strip())
     if count is not None or ranked:
