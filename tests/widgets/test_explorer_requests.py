@@ -25,10 +25,8 @@ def threaded(small) -> xw.Explorer:
 def test_a_change_during_a_job_keeps_the_method_being_computed(small, probes) -> None:
     _, slow = probes
     app = threaded(small)
-    app.method.value = slow.name
-    app._param_controls["steps"].value = 30
-    app._param_controls["pause"].value = 0.05
-    wait_until(lambda: len(CALLS) >= 2)
+    app.session.select(method=slow.name, params={"steps": 30, "pause": 0.05})
+    wait_until(lambda: len(CALLS) == 1 and app.progress.layout.display == "")
     app.layer.value = "layer3"  # another control while the job runs
     assert app.method.value == slow.name  # not reverted to the map on view
     assert app.session.requested.method == slow.name
@@ -111,3 +109,24 @@ def test_the_layer_menu_offers_blocks_and_all_layers_on_request(embedded) -> Non
     app.all_layers.value = False
     assert app.layer.value == catalog.names[5]  # the layer on view stays offered
     assert catalog.names[5] in [name for _, name in app.layer.options]
+
+
+def test_a_choice_made_while_the_worker_syncs_the_controls_is_kept(small) -> None:
+    import threading
+
+    app = xw.Explorer(small, images=photos(), zoo=False, threaded=False)
+    entered, release = threading.Event(), threading.Event()
+
+    def worker_syncing() -> None:  # what the job thread does while it shows a scene
+        app._syncing = True
+        entered.set()
+        release.wait(5)
+        app._syncing = False
+
+    worker = threading.Thread(target=worker_syncing)
+    worker.start()
+    entered.wait(5)
+    app.method.value = "saliency"  # a person's choice, on another thread meanwhile
+    release.set()
+    worker.join(5)
+    assert app.session.scene.selection.method == "saliency"

@@ -64,7 +64,7 @@ class Explorer:
         self.view = CanvasView(width)
         self.width = width
         self._static: Any = None
-        self._syncing = False
+        self._local = threading.local()  # per thread: is it setting controls itself?
         self._last_drag = 0.0
         self._trailing: threading.Timer | None = None
         self._view_lock = threading.RLock()
@@ -164,6 +164,17 @@ class Explorer:
         if self._static is not None:
             self._static.update(HTML(self.static_html()))
 
+    @property
+    def _syncing(self) -> bool:
+        """True while this thread sets the controls to what the session shows: their change
+        events are echoes, not choices. Per thread, so that a person's change arriving on the
+        comm thread while the job worker syncs the controls is never mistaken for one."""
+        return bool(getattr(self._local, "syncing", False))
+
+    @_syncing.setter
+    def _syncing(self, value: bool) -> None:
+        self._local.syncing = value
+
     # ------------------------------------------------------------------ control -> session
 
     def _select(self, **changes: Any) -> None:
@@ -190,7 +201,7 @@ class Explorer:
             return
         self._syncing = True
         self.upload.value = ()  # the session keeps what it needs; the widget keeps nothing
-        self._syncing = False
+        self._local = threading.local()  # per thread: is it setting controls itself?
         for item in items:
             try:
                 name = self.session.add_image(str(item["name"]), bytes(item["content"]))
@@ -199,7 +210,7 @@ class Explorer:
                 continue
             self._syncing = True
             self.image.options = list(self.session.images)
-            self._syncing = False
+            self._local = threading.local()  # per thread: is it setting controls itself?
             self.image.value = name
 
     def _hover(self, x: float, y: float) -> None:
@@ -323,7 +334,7 @@ class Explorer:
                 self._param_controls[name].value = value
             self.display_controls.show(self.session.settings, spec.per_channel)
         finally:
-            self._syncing = False
+            self._local = threading.local()  # per thread: is it setting controls itself?
 
     def _offer_layers(self, keep: str | None = None) -> None:
         """The layer menu: the main layers of the model (blocks, with their shapes), or all
