@@ -33,10 +33,20 @@ def _free_port() -> int:
 
 def serve(command: list[str], url: str, home: Path, ready: str) -> subprocess.Popen:
     """Start ``command`` (logging to ``home/server.log``) and wait until ``url + ready``
-    answers; the caller stops the returned process (and only it)."""
+    answers; the caller stops the returned process (and only it). The server gets Jupyter
+    settings, workspaces and runtime files of its own (nothing left by another test or by a
+    person's own Jupyter), with every notebook cell kept in the page (no windowing), so that
+    the test finds the Explorer's output wherever it is."""
     log = (home / "server.log").open("w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=home,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    jupyter = home / "jupyter"
+    tracker = jupyter / "settings" / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True, exist_ok=True)
+    (tracker / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "JUPYTERLAB_SETTINGS_DIR": str(jupyter / "settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(jupyter / "workspaces"),
+           "JUPYTER_RUNTIME_DIR": str(jupyter / "runtime")}
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=home, env=env)
     deadline = time.monotonic() + 120
     while True:
         try:
