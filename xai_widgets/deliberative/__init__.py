@@ -29,7 +29,7 @@ points and object masks in the model's geometry, common parts from similarity ta
 from __future__ import annotations
 
 from .ambiguity import pair_set, prepare_maps, top_fraction
-from .core import Analysis, Hard, Ranking, analyse, hardest, insecurities
+from .core import Analysis, analyse, insecurities
 from .evaluation import (
     average,
     common_objects,
@@ -49,6 +49,7 @@ from .hardness import (
     train_hardness_predictor,
 )
 from .maps import ATTRIBUTIONS
+from .ranking import Hard, Ranking, hardest
 from .result import Difficulty, InsecurityResult, Pair, Segment
 from .scores import DIFFICULTIES, classification_score, normalised_entropy
 

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ..models import ModelBundle
-from .core import analyse, hardest
+from .core import analyse
 from .hardness import load_predictor
 from .maps import ATTRIBUTIONS
+from .ranking import hardest
 from .scores import DIFFICULTIES
 
 
