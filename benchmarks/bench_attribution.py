@@ -32,7 +32,8 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,19 @@ PACKAGES = ("torch", "timm", "captum", "grad-cam", "torchcam")
 TARGET = 281  # tabby
 
 
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each timed method does: integrated-gradients steps, SmoothGrad samples,
+    RISE masks; ``chunk`` and ``batch`` are the methods' default chunk_size, the fastest per
+    input on this CPU."""
+
+    steps: int = 50
+    samples: int = 32
+    masks: int = 128
+    chunk: int = 8
+    batch: int = 8
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and rounds")
@@ -72,9 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     photo = bundle.prepare(xw.sample_images()["chelsea"]).inputs
     bundle.layers  # noqa: B018 - the layer catalogue's dry run, once, before any timing
     clock = harness.CLOCKS[args.clock]
-    # chunk and batch: the methods' default chunk_size, the fastest per input on this CPU
-    size = {"steps": 16 if args.quick else 50, "samples": 8 if args.quick else 32,
-            "masks": 64 if args.quick else 128, "chunk": 8, "batch": 8}
+    size = Sizes(steps=16, samples=8, masks=64) if args.quick else Sizes()
     parts = set(filter(None, args.only.split(","))) or {
         "sweep", "ig", "smoothgrad", "rise", "score_cam", "2ndg"}
     sections = [f"# Attribution methods: speed ratios (issue 5)\n\n"
@@ -105,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
 # ---------------------------------------------------------------------------- plumbing
 
 
-def _timed(cases: dict[str, Callable[[], object]], *, repeats: int, warmup: int,
+def _timed(cases: Mapping[str, Callable[[], object]], *, repeats: int, warmup: int,
            clock: Callable[[], float]) -> dict[str, list[float]]:
     return harness.interleaved(cases, repeats=repeats, warmup=warmup, clock=clock)
 
@@ -126,7 +138,7 @@ def _table(seconds: dict[str, list[float]], floor: str, notes: dict[str, str]) -
 
 
 def _kernel(bundle: xw.ModelBundle, photo: torch.Tensor, method: str,
-            layer: str | None = None, **params: Any) -> Callable[[], object]:
+            params: Mapping[str, object], layer: str | None = None) -> Callable[[], object]:
     """The kernel on a warm TraceSet (the Explorer's case: the base forward is cached)."""
     spec = get_method(method)
     traces = TraceSet(bundle, photo, [layer] if layer else [], with_graph=spec.needs_gradient)
@@ -205,15 +217,15 @@ def _sweep(bundle: xw.ModelBundle, photo: torch.Tensor, clock: Callable[[], floa
             + "\n")
 
 
-def _integrated_gradients(bundle: xw.ModelBundle, photo: torch.Tensor, size: dict[str, int],
-                          timed: Callable[..., dict[str, list[float]]]) -> str:
-    steps, chunk = size["steps"], size["chunk"]
+def _integrated_gradients(bundle: xw.ModelBundle, photo: torch.Tensor, size: Sizes,
+                          timed: harness.Timed) -> str:
+    steps, chunk = size.steps, size.chunk
     params = {"n_steps": steps, "chunk_size": chunk, "quadrature": "riemann_right"}
     baseline = bundle.preprocessing.normalise(torch.zeros_like(photo))
     path = torch.linspace(1 / steps, 1, steps).view(-1, 1, 1, 1) * (photo - baseline) + baseline
     cases: dict[str, Callable[[], object]] = {
         "floor": partial(_forward_backward, bundle, path, steps, chunk),
-        "ours": _kernel(bundle, photo, "integrated_gradients", **params),
+        "ours": _kernel(bundle, photo, "integrated_gradients", params),
         "ours (explain)": _explain(bundle, photo, "integrated_gradients", **params),
     }
     notes = {"floor": f"{steps} × forward+backward, chunks of {chunk}",
@@ -245,14 +257,14 @@ def _integrated_gradients(bundle: xw.ModelBundle, photo: torch.Tensor, size: dic
             + _table(seconds, "floor", notes) + "\n")
 
 
-def _smoothgrad(bundle: xw.ModelBundle, photo: torch.Tensor, size: dict[str, int],
-                timed: Callable[..., dict[str, list[float]]]) -> str:
-    samples, chunk, level = size["samples"], size["chunk"], 0.15
+def _smoothgrad(bundle: xw.ModelBundle, photo: torch.Tensor, size: Sizes,
+                timed: harness.Timed) -> str:
+    samples, chunk, level = size.samples, size.chunk, 0.15
     params = {"n_samples": samples, "chunk_size": chunk, "noise_level": level}
     stdev = level * float(photo.max() - photo.min())
     cases: dict[str, Callable[[], object]] = {
         "floor": partial(_forward_backward, bundle, _ready(photo, samples), samples, chunk),
-        "ours": _kernel(bundle, photo, "smoothgrad", **params),
+        "ours": _kernel(bundle, photo, "smoothgrad", params),
         "ours (explain)": _explain(bundle, photo, "smoothgrad", **params),
     }
     notes = {"floor": f"{samples} × forward+backward, chunks of {chunk}",
@@ -276,13 +288,13 @@ def _smoothgrad(bundle: xw.ModelBundle, photo: torch.Tensor, size: dict[str, int
             + _table(seconds, "floor", notes) + "\n")
 
 
-def _rise(bundle: xw.ModelBundle, photo: torch.Tensor, size: dict[str, int],
-          timed: Callable[..., dict[str, list[float]]]) -> str:
-    masks, batch = size["masks"], size["batch"]
+def _rise(bundle: xw.ModelBundle, photo: torch.Tensor, size: Sizes,
+          timed: harness.Timed) -> str:
+    masks, batch = size.masks, size.batch
     params = {"n_masks": masks, "chunk_size": batch}
     cases: dict[str, Callable[[], object]] = {
         "floor": partial(_forwards, bundle, _ready(photo, batch), masks, batch),
-        "ours": _kernel(bundle, photo, "rise", **params),
+        "ours": _kernel(bundle, photo, "rise", params),
         "ours (explain)": _explain(bundle, photo, "rise", **params),
     }
     notes = {"floor": f"{masks} forwards of ready inputs, batches of {batch}",
@@ -292,9 +304,9 @@ def _rise(bundle: xw.ModelBundle, photo: torch.Tensor, size: dict[str, int],
             "Target: ≤ 1.05× the floor.\n\n" + _table(seconds, "floor", notes) + "\n")
 
 
-def _score_cam(bundle: xw.ModelBundle, photo: torch.Tensor, size: dict[str, int],
-               timed: Callable[..., dict[str, list[float]]]) -> str:
-    batch = size["batch"]
+def _score_cam(bundle: xw.ModelBundle, photo: torch.Tensor, size: Sizes,
+               timed: harness.Timed) -> str:
+    batch = size.batch
     out = ["## score_cam\n"]
     for layer, cap in (("blocks.2", 0), ("bn2", 32)):
         channels = bundle.layers[layer].shape[0]
@@ -304,9 +316,8 @@ def _score_cam(bundle: xw.ModelBundle, photo: torch.Tensor, size: dict[str, int]
         cases: dict[str, Callable[[], object]] = {
             "floor": partial(_forwards, bundle, _ready(photo, batch), 1 + channels if cap == 0
                              else 1 + cap, batch),
-            "ours": _kernel(bundle, photo, "score_cam", layer=layer, **params),
-            "ours (explain)": lambda layer=layer, params=params: xw.explain(
-                bundle, photo, "score_cam", target=TARGET, layer=layer, **params),
+            "ours": _kernel(bundle, photo, "score_cam", params, layer=layer),
+            "ours (explain)": _explain(bundle, photo, "score_cam", layer=layer, **params),
         }
         notes = {"floor": f"1 + {channels if cap == 0 else cap} forwards, batches of {batch}",
                  "ours": f"kernel, cached activations: {used} masked forwards (constant "
@@ -351,7 +362,7 @@ def _score_cam(bundle: xw.ModelBundle, photo: torch.Tensor, size: dict[str, int]
 
 
 def _gradient_hessian(bundle: xw.ModelBundle, photo: torch.Tensor,
-                      timed: Callable[..., dict[str, list[float]]]) -> str:
+                      timed: harness.Timed) -> str:
     cases: dict[str, Callable[[], object]] = {
         "floor": partial(_forward_backward, bundle, photo, 1, 1),
         "default layer (bn2)": _explain(bundle, photo, "gradient_hessian"),

@@ -27,6 +27,7 @@ import torch
 import xai_widgets as xw
 from benchmarks.harness import CLOCKS, interleaved, machine, markdown_table, median
 from xai_widgets.trace import TraceSet
+from xai_widgets.widgets import Explorer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,11 +39,11 @@ def bundle_for(name: str) -> xw.ModelBundle:
     return xw.load_model(name, weights=None)
 
 
-def measure(name: str, repeats: int, clock: str) -> list[list[object]]:
+def measure(name: str, repeats: int, clock: str) -> list[list[str | float]]:
     bundle = bundle_for(name)
     photos = xw.sample_images()
-    app = xw.Explorer(bundle, images=photos, zoo=False, threaded=False)
-    layer = bundle.layers.default
+    app = Explorer(bundle, images=photos, zoo=False, threaded=False)
+    layer = bundle.layers.resolve(None)  # the default layer
     opacities = itertools.cycle([0.3, 0.7])
     colormaps = itertools.cycle(["viridis", "magma"])
     methods = itertools.cycle(["grad_cam_pp", "grad_cam"])
@@ -70,7 +71,9 @@ def measure(name: str, repeats: int, clock: str) -> list[list[object]]:
         warm._backward(next(targets), [layer])  # always the backward, never the closed form
 
     def render_only() -> None:
-        app.session.scene.explanation.render(**vars(app.session.settings))
+        scene = app.session.scene
+        assert scene is not None, "the Explorer shows an explanation from the start"
+        scene.explanation.render(**vars(app.session.settings))
 
     cases = {
         "opacity": lambda: setattr(app.display_controls.opacity, "value", next(opacities)),
@@ -89,15 +92,15 @@ def measure(name: str, repeats: int, clock: str) -> list[list[object]]:
                                   "new image": forget})
     ms = {k: 1000 * median(v) for k, v in seconds.items()}
     f = ms["forward"]
-    rows = [
-        ["display: opacity", ms["opacity"], "15 ms", ms["opacity"] <= 15],
-        ["display: colormap", ms["colormap"], "15 ms", ms["colormap"] <= 15],
-        ["Grad-CAM family switch", ms["family switch"], f"render + 20 = {ms['render'] + 20:.1f}",
-         ms["family switch"] <= ms["render"] + 20],
-        ["class switch", ms["class switch"], f"backward + 20 = {ms['cached backward'] + 20:.1f}",
-         ms["class switch"] <= ms["cached backward"] + 20],
-        ["new image", ms["new image"], f"f+b + 30 = {ms['forward+backward'] + 30:.1f}",
-         ms["new image"] <= ms["forward+backward"] + 30],
+    rows: list[tuple[str, float, str, bool]] = [
+        ("display: opacity", ms["opacity"], "15 ms", ms["opacity"] <= 15),
+        ("display: colormap", ms["colormap"], "15 ms", ms["colormap"] <= 15),
+        ("Grad-CAM family switch", ms["family switch"], f"render + 20 = {ms['render'] + 20:.1f}",
+         ms["family switch"] <= ms["render"] + 20),
+        ("class switch", ms["class switch"], f"backward + 20 = {ms['cached backward'] + 20:.1f}",
+         ms["class switch"] <= ms["cached backward"] + 20),
+        ("new image", ms["new image"], f"f+b + 30 = {ms['forward+backward'] + 30:.1f}",
+         ms["new image"] <= ms["forward+backward"] + 30),
     ]
     return [[name, what, value, value / f, target, "yes" if ok else "NO"]
             for what, value, target, ok in rows] + \

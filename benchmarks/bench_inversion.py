@@ -34,10 +34,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _kernel(bundle: xw.ModelBundle, inputs: torch.Tensor, method: str, layer: str | None,
-            **params: Any) -> Callable[[], object]:
+            **params: object) -> Callable[[], object]:
     """The kernel on a warm TraceSet (the Explorer's case: the base forward is cached)."""
     spec = get_method(method)
     traces = TraceSet(bundle, inputs, [layer] if layer else [], with_graph=spec.needs_gradient)
@@ -153,7 +152,7 @@ def _rows(cases: list[tuple[str, float, float, str]]) -> str:
 
 
 def _feature_inversion(bundle: xw.ModelBundle, inputs: torch.Tensor,
-                       iterations: tuple[int, int], timed: Callable[..., Any],
+                       iterations: tuple[int, int], timed: harness.Timed,
                        clock: Callable[[], float]) -> str:
     few, many = iterations
     layer = bundle.layers.default
@@ -188,7 +187,7 @@ def _feature_inversion(bundle: xw.ModelBundle, inputs: torch.Tensor,
 
 
 def _inverted_representation(bundle: xw.ModelBundle, inputs: torch.Tensor,
-                             iterations: tuple[int, int], timed: Callable[..., Any],
+                             iterations: tuple[int, int], timed: harness.Timed,
                              clock: Callable[[], float]) -> str:
     few, many = iterations
     n = inputs.shape[0]
@@ -212,7 +211,7 @@ def _inverted_representation(bundle: xw.ModelBundle, inputs: torch.Tensor,
             f"iterations at `{layers[0]}` on {n} images: **{default:.1f} s**.\n")
 
 
-def _layerwise_inverse(batch: int, iterations: tuple[int, int], timed: Callable[..., Any],
+def _layerwise_inverse(batch: int, iterations: tuple[int, int], timed: harness.Timed,
                        clock: Callable[[], float], quick: bool) -> str:
     import torchvision
 
@@ -251,7 +250,7 @@ def _layerwise_inverse(batch: int, iterations: tuple[int, int], timed: Callable[
             f"{fixed + 3000 * cost:.0f} s.\n")
 
 
-def _layerwise_vgg16(timed: Callable[..., Any], clock: Callable[[], float],
+def _layerwise_vgg16(timed: harness.Timed, clock: Callable[[], float],
                      quick: bool) -> str:
     import torchvision
 
@@ -295,7 +294,7 @@ def _layerwise_vgg16(timed: Callable[..., Any], clock: Callable[[], float],
                                 for name in cases if name != "floor"]
     table = harness.markdown_table(["part", "seconds", "× floor"], rows)
 
-    def reports(params: dict[str, Any]) -> tuple[float, float, float, float, float]:
+    def reports(params: Mapping[str, object]) -> tuple[float, float, float, float, float]:
         """Seconds to the first report, to the first picture preview, the longest gap
         between reports, the whole run, and how many reports."""
         times: list[tuple[float, bool]] = []

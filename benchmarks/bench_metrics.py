@@ -181,7 +181,7 @@ def _torchcam(bundle: xw.ModelBundle, photo: torch.Tensor, explanation: xw.Expla
     return run
 
 
-def _sweep(name: str, inputs: int, repeats: int, clock: Callable[[], float]) -> list[object]:
+def _sweep(name: str, inputs: int, repeats: int, clock: Callable[[], float]) -> list[str]:
     """One row: ``name``'s forward time per input (ms) at each of :data:`BATCHES`, its ratio
     to batch 1's, and the page faults per input at batches 1, 8 and 32 (one untimed run
     each, after the timed ones)."""
@@ -217,7 +217,7 @@ def _memory(args: argparse.Namespace) -> list[tuple[int, int, int, float]]:
 
 
 def _report(seconds: dict[str, list[float]], memory: list[tuple[int, int, int, float]],
-            sweep: list[list[object]], inputs: dict[str, int], model: str,
+            sweep: list[list[str]], inputs: dict[str, int], model: str,
             args: argparse.Namespace) -> str:
     def row(case: str, floor: str, note: str) -> list[object]:
         return [case, inputs.get(case, ""), f"{harness.median(seconds[case]):.2f}",

@@ -23,6 +23,7 @@ Targets: extract ≤ 1.05 × forward; maps ≤ 2 × one c-EB map. Results:
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ import xai_widgets as xw
 from xai_widgets.images import _model_input, to_pil
 from xai_widgets.xfeatures import FeatureSet, SRAEConfig
 from xai_widgets.xfeatures.demo import espresso_folder
+from xai_widgets.xfeatures.features import Embedding
 from xai_widgets.xfeatures.maps import xfeature_maps
 from xai_widgets.xfeatures.srae import SRAE, train_srae
 
@@ -117,20 +119,18 @@ def main(argv: list[str] | None = None) -> None:
     harness.publish(report, args.out)
 
 
-def _embedding(data: FeatureSet) -> object:
-    from xai_widgets.xfeatures.features import Embedding
-
+def _embedding(data: FeatureSet) -> Embedding:
     module, _, side = data.layer.partition(":")
     return Embedding(module, "input" if side == "input" else "output")
 
 
-def _epoch_time(data: FeatureSet, clock: object) -> tuple[int, float]:
+def _epoch_time(data: FeatureSet, clock: Callable[[], float]) -> tuple[int, float]:
     train, test = data.split(0.2, 0)
     times: list[float] = []
-    last = [clock()]  # type: ignore[operator]
+    last = [clock()]
 
     def progress(fraction: float, **series: object) -> None:
-        now = clock()  # type: ignore[operator]
+        now = clock()
         if "loss" in series:
             times.append(now - last[0])
         last[0] = now

@@ -22,6 +22,10 @@ from pathlib import Path
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
+#: :func:`interleaved` with its rounds and clock bound: the cases by name -> their seconds
+Timed = Callable[[Mapping[str, Callable[[], object]]], dict[str, list[float]]]
+
+
 def interleaved(cases: Mapping[str, Callable[[], object]], repeats: int = 7,
                 warmup: int = 2, setups: Mapping[str, Callable[[], object]] | None = None,
                 clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:

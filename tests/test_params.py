@@ -92,3 +92,42 @@ def test_a_chunk_whose_inputs_cannot_fit_is_refused_before_the_first_pass(
     fits = int(re.search(r"use chunk_size=(\d+)", str(error.value)).group(1))  # type: ignore[union-attr]
     again = xw.explain(b, x, method, chunk_size=fits, **ITERATIVE[method])
     torch.testing.assert_close(again.map, small.map)
+
+
+# ------------------------------------------------ layer-valued parameters in the Explorer
+
+class Nested(torch.nn.Module):
+    """Blocks two levels deep (main layers) around layers three levels deep (not main)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()),
+            torch.nn.Conv2d(4, 6, 3, stride=2, padding=1))
+        self.fc = torch.nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x).mean(dim=(2, 3)))
+
+
+def test_a_layer_parameter_offers_the_models_layers_and_reaches_the_kernel() -> None:
+    from xai_widgets.request import Request
+    from xai_widgets.widgets.controls import parameter_controls
+
+    spec = REGISTRY["feature_inversion"]
+    assert parameter_controls(spec)["mask_layer"].options == ("same",)  # no model: no layers
+    b = bundle(Nested().eval())
+    controls = parameter_controls(spec, layers=b.layers)
+    menu = controls["mask_layer"]
+    assert menu.value == "same"
+    assert [value for _, value in menu.options] == [  # main blocks first
+        "same", "body.0", "body", "body.0.0"]  # (body.0.1 and body.1 are aliases)
+    assert ("body.0  4×16×16", "body.0") in menu.options  # with the shape: the mask's grid
+    menu.value = "body.0"
+    params = {name: control.value for name, control in controls.items()}
+    request = Request.make(b, torch.rand(1, 3, 16, 16), spec, layer="body",
+                           params={**params, "iterations": 2, "step1_iterations": 1})
+    assert request.params["mask_layer"] == "body.0"
+    explanation = request.run()
+    assert explanation.extras["mask_layer"] == "body.0"
+    assert explanation.extras["layer_mask"].shape[-2:] == (16, 16)  # body.0's grid, not body's

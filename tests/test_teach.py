@@ -15,6 +15,8 @@ import torch.nn.functional as F
 import xai_widgets as xw
 from xai_widgets import teach
 from xai_widgets.teach import check, solution
+from xai_widgets.teach._common import compare
+from xai_widgets.teach.core import Exercise, Unreadable
 from xai_widgets.teach.gradients import gray_original
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +61,53 @@ def test_malformed_answers_are_wrong_not_errors() -> None:
     for answer in ("max", torch.zeros(5), [[1, 2], [3]], object()):
         verdict = check("gradients.saliency", answer, gradient=g)
         assert verdict.status == "wrong", (answer, verdict)
+
+
+def test_compare_phrases_every_verdict() -> None:
+    task = Exercise("demo.map", "demo", "a map", "answer", "answer = reference\n",
+                    verify=lambda answer: task.right(""))
+    reference = torch.arange(1.0, 13.0).reshape(3, 4)
+
+    def verdict(answer, **options):
+        return compare(task, answer, reference, "answer", tolerance=1e-6, right="the map",
+                       mistakes=((2 * reference, "twice the map"),), shape_hint="one per cell",
+                       hint="the map is 1..12", **options)
+
+    right = verdict(reference[None].numpy())  # a batch dimension of 1 is accepted
+    assert right.right and right.message == "the map (relative error 0.0e+00)"
+    with pytest.raises(Unreadable, match=r"^`answer` has shape \(4, 3\), but it should have "
+                       r"shape \(3, 4\), the right number of values in another layout .* — "
+                       "one per cell$"):
+        verdict(reference.T)
+    nan = reference.clone()
+    nan[1, 2] = float("nan")
+    nan[2, 0] = float("inf")
+    with pytest.raises(Unreadable, match=r"has 1 NaN and 1 infinite value\(s\) of 12 \(the "
+                       r"first at index \(1, 2\)\): a division by zero\?"):
+        verdict(nan)
+    assert verdict(2 * reference).message.startswith("twice the map")
+    near = verdict(reference * (1 + 3e-6)).message
+    assert near.startswith("close: `answer` differs from the toolkit's by 3.0e-06 (relative "
+                           "L2), and the check allows 1.0e-06; look for a small slip")
+    assert "the map is 1..12" in near
+    far = verdict(reference + 1).message
+    assert far.startswith("`answer` differs from the toolkit's by 13.6% (relative L2): the "
+                          "map is 1..12")
+    assert verdict(torch.zeros(3, 4)).message.startswith("`answer` is 0 everywhere")
+    largest = verdict(reference + 0.25, measure="largest").message
+    assert largest.startswith("`answer` differs from the toolkit's by up to 0.25")
+    assert verdict(reference, diagnose=lambda value: "never asked").right
+    assert verdict(reference + 1, diagnose=lambda value: "too large").message.startswith(
+        "too large")
+
+
+def test_unreadable_answers_say_why_in_the_verdict() -> None:
+    g = torch.randn(3, 4, 4)
+    nan = torch.zeros(4, 4) / 0
+    assert check("gradients.saliency", nan, gradient=g).message.startswith(
+        "`saliency` has 16 NaN value(s) of 16")
+    assert check("gradients.saliency", "max", gradient=g).message.startswith(
+        "`saliency` should be a tensor")
 
 
 def test_saliency_right_and_diagnosed() -> None:

@@ -46,6 +46,7 @@ from .explanation import Explanation
 from .images import PreparedBatch, prepare, to_pil
 from .jobs import Failed, Finished, Job, JobEvent, JobRunner, Progress, Progressed, Started, Stopped
 from .kernels import get_method
+from .kernels.spec import LayerName
 from .metrics import DeletionInsertion, Sanity, deletion_insertion, sanity_check
 from .models import ModelBundle, load_model
 from .render import Frame, RenderSettings
@@ -414,9 +415,9 @@ class Session:
         image's forward pass when a class is named.
 
         A new image resets the class to the predicted one (unless a class is given); a new
-        model resets the layer to its default and keeps the class only if the class names
-        agree; a new method starts from its default parameters and display settings, and a
-        method that finds its own layer (CAM) starts from that one.
+        model resets the layer (and layer-valued parameters) to its default and keeps the
+        class only if the class names agree; a new method starts from its default parameters
+        and display settings, and a method that finds its own layer (CAM) starts from that one.
         """
         current = self.requested if current is None else current
         unknown = set(changes) - {"image", "model", "method", "layer", "target", "params"}
@@ -434,6 +435,9 @@ class Session:
             selection = replace(selection, target=None)
         params = changes.get("params", {} if spec.name != current.method
                              else dict(current.params))
+        if selection.model != current.model and "params" not in changes:
+            layer_valued = {p.name for p in spec.params if isinstance(p, LayerName)}
+            params = {k: v for k, v in params.items() if k not in layer_valued}
         selection = selection.with_params(spec.validate(params))
         if selection.target is not None:
             logits = self.traces(selection.model, selection.image).logits

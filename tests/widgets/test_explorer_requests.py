@@ -130,3 +130,26 @@ def test_a_choice_made_while_the_worker_syncs_the_controls_is_kept(small) -> Non
     release.set()
     worker.join(5)
     assert app.session.scene.selection.method == "saliency"
+
+
+def test_feature_inversion_offers_the_layers_of_the_model_on_view(small) -> None:
+    from tiny_models import PlainNet, bundle
+
+    plain = bundle(PlainNet(), size=32)
+    plain.name = "plain"
+    app = xw.Explorer([small, plain], images=photos(), zoo=False, threaded=False)
+    app.session.select(method="feature_inversion", params={"iterations": 2,
+                                                           "step1_iterations": 1})
+    menu = app._param_controls["mask_layer"]
+    values = [value for _, value in menu.options]
+    assert values[0] == "same" and "layer3" in values and "layer4" in values
+    assert set(values[1:]) <= set(small.layers.names)
+    menu.value = "layer3"
+    assert dict(app.session.requested.params)["mask_layer"] == "layer3"
+    app.model.value = "plain"  # another model: its own layers, the old choice is gone
+    values = [value for _, value in app._param_controls["mask_layer"].options]
+    assert values[0] == "same" and "layer3" not in values
+    assert set(values[1:]) <= set(plain.layers.names) and len(values) > 1
+    assert app.session.requested.model == "plain"  # not refused for the old model's layer
+    assert dict(app.session.requested.params)["mask_layer"] == "same"
+    assert app._param_controls["mask_layer"].value == "same"

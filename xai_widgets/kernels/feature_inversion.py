@@ -39,7 +39,6 @@ Inversion." KDD 2018. arXiv:1804.00506.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,24 +48,12 @@ from ..errors import LayerError, ParameterError
 from ..models import ModelBundle
 from ..render import RenderSettings
 from ._inversion import Probe, report_every
-from .spec import KernelContext, KernelResult, MethodSpec, Param
+from .spec import KernelContext, KernelResult, LayerName, MethodSpec, Param
 
 #: upper bound of the projection of ``w`` (the authors' clamp)
 W_MAX = 1e5
 #: ``mask_layer`` value for the inverted layer itself (the authors' setting)
 SAME = "same"
-
-
-class LayerName(Param):
-    """A str parameter naming a layer of the model, or :data:`SAME`. The layers are known
-    only with the model, so here only the type is checked; :func:`mask_layer` checks the name
-    against the model's layer catalogue (a widget offers :data:`SAME`)."""
-
-    def validate(self, value: Any, method: str) -> Any:
-        if not isinstance(value, str) or not value:
-            raise ParameterError(f"{method}: parameter {self.name!r} must be a layer name (a "
-                                 f"str such as 'features.3') or {SAME!r}, got {value!r}")
-        return value
 
 
 def mask_layer(bundle: ModelBundle, layer: str, value: str) -> str:

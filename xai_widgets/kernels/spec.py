@@ -17,6 +17,7 @@ import torch
 
 from ..errors import MethodError, ParameterError, did_you_mean
 from ..jobs import Cancelled, Progress
+from ..layers import LayerCatalog
 from ..render import RenderSettings
 from ..rules import Rule
 from ..trace import INPUT, Targets, TraceSet
@@ -31,7 +32,8 @@ LayerPolicy = Literal["required", "optional", "none"]
 # Iterative kernels report progress with the job protocol of :mod:`xai_widgets.jobs`:
 # ``progress(fraction, preview)`` with an optional raw preview map, which may raise
 # :class:`Cancelled` to stop the kernel between two chunks.
-__all__ = ["Cancelled", "KernelContext", "KernelResult", "MethodSpec", "Param", "Progress"]
+__all__ = ["Cancelled", "KernelContext", "KernelResult", "LayerName", "MethodSpec", "Param",
+           "Progress"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,26 @@ class Param:
                 (self.high is not None and number > self.high):
             raise ParameterError(f"{where} must lie in [{self.low}, {self.high}], got {value!r}")
         return number
+
+
+class LayerName(Param):
+    """A str parameter naming a layer of the model, or one of ``choices`` (such as
+    ``"same"``). The layers are known only with the model: :meth:`validate` checks the type,
+    the kernel resolves the name with the model's catalogue, and :meth:`layer_options` lists
+    what a menu offers for one model."""
+
+    def validate(self, value: Any, method: str) -> Any:
+        if not isinstance(value, str) or not value:
+            raise ParameterError(f"{method}: parameter {self.name!r} must be a layer name (a "
+                                 "str such as 'features.3') or one of "
+                                 f"{', '.join(map(repr, self.options))}, got {value!r}")
+        return value
+
+    def layer_options(self, layers: LayerCatalog) -> tuple[str, ...]:
+        """``choices``, then the model's main layers, then its other candidate layers (each
+        group in forward order)."""
+        main = [info.name for info in layers.main]
+        return (*self.options, *main, *(name for name in layers.names if name not in main))
 
 
 @dataclass

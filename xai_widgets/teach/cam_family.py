@@ -9,12 +9,12 @@ import torch
 from ..explain import explain
 from ..models import ModelBundle
 from ._common import (
+    answer_tensor,
     class_index,
+    compare,
     fitted_scale,
     pearson,
     relative_error,
-    shape_message,
-    tensor,
     trace,
 )
 from .core import EXERCISES, Verdict, exercise
@@ -30,39 +30,31 @@ NOTEBOOK = "02_cam_family"
 """)
 def _weights(answer: Any, *, bundle: ModelBundle, image: Any, layer: str,
              target: Any) -> Verdict:
-    task = EXERCISES["cam.weights"]
     c = class_index(bundle, target)
     t = trace(bundle, image, layer)
     activation = t.activation(layer)[0].double()
     channels, h, w = activation.shape
-    weights = tensor(answer, "weights")
-    problem = shape_message(weights, (channels,), "weights")
-    if problem:
-        hint = (" — one weight per channel: average the gradient over the h×w positions"
-                if weights.numel() == channels * h * w else "")
-        return task.wrong(problem + hint)
-    weights = weights.reshape(channels)
+    weights = answer_tensor(answer, (channels,), "weights", "one weight per channel: average "
+                            "the gradient over the h×w positions")
     student = torch.einsum("k,khw->hw", weights, activation)
     reference = explain(bundle, image, "grad_cam", target=c, layer=layer).map[0].double()
-    error = relative_error(student, reference)
-    if error < 1e-4:
-        return task.right(f"Σ_k α_k A_k reproduces the toolkit's Grad-CAM map at {layer} "
-                          f"(relative error {error:.1e}) — the weights are the spatial mean "
-                          "of the gradient")
     scale = fitted_scale(student, reference)
-    if relative_error(student, scale * reference) < 1e-3 and scale > 0:
-        if abs(scale - h * w) / (h * w) < 1e-3:
-            return task.wrong(f"your map is {h * w} = h·w times Grad-CAM's: you summed the "
-                              "gradient over the positions; Grad-CAM averages it")
-        return task.wrong(f"your map is Grad-CAM's times {scale:.3g}: the right shape, the "
-                          "wrong scale")
-    mean_activation = activation.mean(dim=(1, 2))
-    if relative_error(weights, mean_activation) < 1e-3:
-        return task.wrong("these are the mean activations; Grad-CAM's weights come from the "
-                          "gradient of the class score at the layer")
-    return task.wrong(f"Σ_k α_k A_k with your weights differs from Grad-CAM's map by "
-                      f"{error:.0%} (relative L2); the weight of a channel is the mean over "
-                      f"positions of ∂y_c/∂A_k for class {c}")
+    scaled = ((scale * reference, f"your map is Grad-CAM's times {scale:.3g}: the right "
+               "shape, the wrong scale"),) if scale > 0 else ()
+    mean_activations = activation.mean(dim=(1, 2))
+    return compare(
+        EXERCISES["cam.weights"], student, reference, "Σ_k α_k A_k with your weights",
+        tolerance=1e-4, source="Grad-CAM's map",
+        right=f"Σ_k α_k A_k reproduces the toolkit's Grad-CAM map at {layer}: the weights are "
+              "the spatial mean of the gradient",
+        mistakes=((h * w * reference, f"your map is {h * w} = h·w times Grad-CAM's: you "
+                                      "summed the gradient over the positions; Grad-CAM "
+                                      "averages it"),
+                  *scaled,
+                  (torch.einsum("k,khw->hw", mean_activations, activation),
+                   "these are the mean activations; Grad-CAM's weights come from the "
+                   "gradient of the class score at the layer")),
+        hint=f"the weight of a channel is the mean over positions of ∂y_c/∂A_k for class {c}")
 
 
 @exercise("cam.scale", NOTEBOOK, "Grad-CAM = CAM × what, on a GAP head",

@@ -22,6 +22,11 @@ MARKS = {"right": "✓", "wrong": "✗", "not yet": "…"}
 COLOURS = {"right": "#1b7837", "wrong": "#b2182b", "not yet": "#555555"}
 
 
+class Unreadable(ValueError):
+    """An answer a check cannot compare (wrong type, shape, NaN): :func:`check` makes its
+    message the "wrong" verdict's, as it is."""
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The outcome of :func:`check`: ``status`` (``"right"``, ``"wrong"``, ``"not yet"``)
@@ -123,6 +128,8 @@ def check(id: str, answer: Any, **given: Any) -> Verdict:
         return task.not_yet()
     try:
         return task.verify(answer, **given)
+    except Unreadable as error:
+        return task.wrong(str(error))
     except (TypeError, ValueError, IndexError, RuntimeError, AttributeError, KeyError) as error:
         return task.wrong(f"the answer could not be used as asked ({type(error).__name__}: "
                           f"{error})")

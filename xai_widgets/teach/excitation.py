@@ -9,7 +9,7 @@ import torch
 
 from ..explain import explain
 from ..models import ModelBundle
-from ._common import class_index, pearson, relative_error, shape_message, tensor, trace
+from ._common import class_index, compare, pearson, trace
 from .core import EXERCISES, Verdict, exercise
 
 NOTEBOOK = "05_excitation_backprop"
@@ -29,23 +29,22 @@ def _per_channel(bundle: ModelBundle, image: Any, layer: str, target: Any, rule:
 """)
 def _top_layer(answer: Any, *, bundle: ModelBundle, image: Any, layer: str,
                target: Any) -> Verdict:
-    task = EXERCISES["eb.top_layer"]
     reference = _per_channel(bundle, image, layer, target, "excitation")
-    value = tensor(answer, "P")
-    problem = shape_message(value, tuple(reference.shape), "P")
-    if problem:
-        return task.wrong(problem + " — one probability per input of the classifier")
-    value = value.reshape(reference.shape)
-    error = relative_error(value, reference)
-    if error < 1e-3:
-        return task.right(f"your P matches the toolkit's excitation backprop at {layer}, "
-                          f"summed over positions (relative error {error:.1e}); Σ P = "
-                          f"{float(value.sum()):.4f}: the probability mass is conserved")
-    if abs(float(value.sum()) - 1) > 1e-3:
-        return task.wrong(f"Σ P = {float(value.sum()):.4f}: the shares must add up to the "
-                          "class unit's probability, 1 — divide by Σ_j a_j w⁺_j")
-    return task.wrong(f"P differs from the toolkit's by {error:.0%} (relative L2): only the "
-                      "excitatory (positive) weights of the class take part, W⁺ = max(W, 0)")
+
+    def mass(value: torch.Tensor) -> str | None:
+        total = float(value.sum())
+        return None if abs(total - 1) <= 1e-3 else (
+            f"Σ P = {total:.4f}: the shares must add up to the class unit's probability, 1 — "
+            "divide by Σ_j a_j w⁺_j")
+
+    return compare(
+        EXERCISES["eb.top_layer"], answer, reference, "P", tolerance=1e-3,
+        right=f"your P matches the toolkit's excitation backprop at {layer}, summed over "
+              f"positions; Σ P = {float(reference.sum()):.4f}: the probability mass is "
+              "conserved",
+        diagnose=mass,
+        shape_hint="one probability per input of the classifier",
+        hint="only the excitatory (positive) weights of the class take part, W⁺ = max(W, 0)")
 
 
 @exercise("eb.contrastive_top", NOTEBOOK, "contrastive excitation backprop through the "
@@ -57,24 +56,21 @@ def _top_layer(answer: Any, *, bundle: ModelBundle, image: Any, layer: str,
 """)
 def _contrastive(answer: Any, *, bundle: ModelBundle, image: Any, layer: str,
                  target: Any) -> Verdict:
-    task = EXERCISES["eb.contrastive_top"]
     reference = _per_channel(bundle, image, layer, target, "contrastive_excitation")
-    value = tensor(answer, "P_contrast")
-    problem = shape_message(value, tuple(reference.shape), "P_contrast")
-    if problem:
-        return task.wrong(problem)
-    value = value.reshape(reference.shape)
-    error = relative_error(value, reference)
-    if error < 1e-3:
-        return task.right(f"matches the toolkit's c-EB at {layer} (relative error "
-                          f"{error:.1e}); it sums to {float(value.sum()):+.1e}: evidence for "
-                          "the class minus evidence against it")
-    if abs(float(value.sum())) > 1e-3:
-        return task.wrong(f"Σ = {float(value.sum()):.3f}, but both parts carry a mass of 1, "
-                          "so their difference sums to 0")
-    return task.wrong(f"differs from the toolkit's c-EB by {error:.0%}: the dual unit ō "
-                      "has the negated weights, so its shares come from the negative "
-                      "contributions a_j W_cj < 0")
+
+    def mass(value: torch.Tensor) -> str | None:
+        total = float(value.sum())
+        return None if abs(total) <= 1e-3 else (
+            f"Σ = {total:.3f}, but both parts carry a mass of 1, so their difference sums to 0")
+
+    return compare(
+        EXERCISES["eb.contrastive_top"], answer, reference, "P_contrast", tolerance=1e-3,
+        source="the toolkit's c-EB",
+        right=f"matches the toolkit's c-EB at {layer}; it sums to "
+              f"{float(reference.sum()):+.1e}: evidence for the class minus evidence against it",
+        diagnose=mass,
+        hint="the dual unit ō has the negated weights, so its shares come from the negative "
+             "contributions a_j W_cj < 0")
 
 
 @exercise("eb.discriminative", NOTEBOOK, "which map tells two classes apart",

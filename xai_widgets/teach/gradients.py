@@ -9,7 +9,7 @@ import torch
 from ..explain import explain
 from ..models import ModelBundle
 from ..render import gradient_picture
-from ._common import pearson, relative_error, shape_message, tensor
+from ._common import compare, pearson, tensor
 from .core import EXERCISES, Verdict, exercise
 
 NOTEBOOK = "03_gradients_guided_backprop"
@@ -26,30 +26,19 @@ def gray_original(g: torch.Tensor) -> torch.Tensor:
     saliency = g.abs().amax(dim=0)        # max over the colour channels of |∂y_c/∂x|
 """)
 def _saliency(answer: Any, *, gradient: Any) -> Verdict:
-    task = EXERCISES["gradients.saliency"]
-    g = tensor(gradient, "gradient")
-    if g.ndim == 4:
-        g = g[0]
-    value = tensor(answer, "saliency")
-    problem = shape_message(value, tuple(g.shape[1:]), "saliency")
-    if problem:
-        return task.wrong(problem + " — one value per pixel: reduce the 3 colour channels")
-    value = value.reshape(g.shape[1:])
-    reference = g.abs().amax(0)
-    if relative_error(value, reference) < 1e-6:
-        return task.right("S(p) = max_c |g_c(p)|, the map of Simonyan et al.: how much a small "
-                          "change of the pixel's most sensitive colour moves the class logit")
-    for _name, candidate, why in (
-            ("signed", g.amax(0), "take the absolute value first: a large negative gradient "
-                                  "matters as much as a large positive one"),
-            ("sum", g.abs().sum(0), "Σ_c |g_c| is the gray rendering of the next exercise; "
-                                    "Simonyan et al. take the maximum over channels"),
-            ("mean", g.abs().mean(0), "Simonyan et al. take the maximum over channels, not "
-                                      "the mean")):
-        if relative_error(value, candidate) < 1e-6:
-            return task.wrong(why)
-    return task.wrong(f"your map differs from max_c |g_c| by "
-                      f"{relative_error(value, reference):.0%} (relative L2)")
+    g = _one_gradient(gradient)
+    return compare(
+        EXERCISES["gradients.saliency"], answer, g.abs().amax(0), "saliency", tolerance=1e-6,
+        right="S(p) = max_c |g_c(p)|, the map of Simonyan et al.: how much a small change of "
+              "the pixel's most sensitive colour moves the class logit",
+        source="max_c |g_c|",
+        mistakes=((g.amax(0), "take the absolute value first: a large negative gradient "
+                              "matters as much as a large positive one"),
+                  (g.abs().sum(0), "Σ_c |g_c| is the gray rendering of the next exercise; "
+                                   "Simonyan et al. take the maximum over channels"),
+                  (g.abs().mean(0), "Simonyan et al. take the maximum over channels, not "
+                                    "the mean")),
+        shape_hint="one value per pixel: reduce the 3 colour channels")
 
 
 @exercise("gradients.gray", NOTEBOOK, "the gray rendering of guided backprop",
@@ -59,31 +48,28 @@ def _saliency(answer: Any, *, gradient: Any) -> Verdict:
     gray = ((G - low) / (top - low)).clamp(0, 1)
 """)
 def _gray(answer: Any, *, gradient: Any) -> Verdict:
-    task = EXERCISES["gradients.gray"]
-    g = tensor(gradient, "gradient")
-    if g.ndim == 4:
-        g = g[0]
-    value = tensor(answer, "gray")
-    problem = shape_message(value, tuple(g.shape[1:]), "gray")
-    if problem:
-        return task.wrong(problem)
-    value = value.reshape(g.shape[1:])
-    reference = gray_original(g)
-    if (value - reference).abs().max() < 1e-4:
-        return task.right("G = Σ_c |g_c|, stretched from its minimum to its 99th percentile "
-                          "and clipped: the brightest 1 % saturate, so the edges show")
-    total = g.double().abs().sum(0)
+    g = _one_gradient(gradient)
+    total = g.abs().sum(0)
     top = torch.quantile(total.flatten(), 0.99)
-    if (value - (total / top).clamp(0, 1)).abs().max() < 1e-4:
-        return task.wrong("close: subtract the minimum before dividing (the original code "
-                          "does; the difference is small because min G is near 0)")
-    if (value - (total - total.min()) / (total.max() - total.min())).abs().max() < 1e-4:
-        return task.wrong("you divided by the maximum: the original divides by the 99th "
-                          "percentile and clips, otherwise a few pixels make the rest dark")
-    if value.max() > 1 + 1e-6:
-        return task.wrong("values above 1: clip the result to [0, 1]")
-    return task.wrong(f"your picture differs from the original rendering by up to "
-                      f"{float((value - reference).abs().max()):.2f}")
+    return compare(
+        EXERCISES["gradients.gray"], answer, gray_original(g), "gray", tolerance=1e-4,
+        measure="largest", source="the original rendering",
+        right="G = Σ_c |g_c|, stretched from its minimum to its 99th percentile and clipped: "
+              "the brightest 1 % saturate, so the edges show",
+        mistakes=(((total / top).clamp(0, 1),
+                   "close: subtract the minimum before dividing (the original code does; the "
+                   "difference is small because min G is near 0)"),
+                  ((total - total.min()) / (total.max() - total.min()),
+                   "you divided by the maximum: the original divides by the 99th percentile "
+                   "and clips, otherwise a few pixels make the rest dark")),
+        diagnose=lambda value: "values above 1: clip the result to [0, 1]"
+        if float(value.max()) > 1 + 1e-6 else None)
+
+
+def _one_gradient(gradient: Any) -> torch.Tensor:
+    """The input gradient of one image, ``(3, H, W)`` (from ``(3, H, W)`` or ``(1, 3, H, W)``)."""
+    g = tensor(gradient, "gradient")
+    return g[0] if g.ndim == 4 else g
 
 
 @exercise("gradients.class_sensitive", NOTEBOOK,

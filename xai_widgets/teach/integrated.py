@@ -9,7 +9,7 @@ import torch
 
 from ..explain import explain
 from ..models import ModelBundle
-from ._common import class_index, logits, model_inputs, relative_error, shape_message, tensor
+from ._common import answer_tensor, class_index, compare, logits, model_inputs
 from .core import EXERCISES, Verdict, exercise
 
 NOTEBOOK = "04_integrated_gradients_smoothgrad"
@@ -23,31 +23,25 @@ NOTEBOOK = "04_integrated_gradients_smoothgrad"
 """)
 def _riemann(answer: Any, *, bundle: ModelBundle, image: Any, target: Any, baseline: Any,
              steps: int) -> Verdict:
-    task = EXERCISES["ig.riemann"]
     x = model_inputs(bundle, image)
-    value = tensor(answer, "ig")
-    problem = shape_message(value, tuple(x.shape[1:]), "ig")
-    if problem:
-        return task.wrong(problem + " — one attribution per input value (3 × H × W)")
-    value = value.reshape(x.shape[1:])
+    value = answer_tensor(answer, tuple(x.shape[1:]), "ig",  # before the method's passes
+                          "one attribution per input value (3 × H × W)")
     c = class_index(bundle, target)
     reference = explain(bundle, image, "integrated_gradients", target=c, n_steps=int(steps),
                         quadrature="riemann_right", baseline=torch.as_tensor(baseline),
                         progress=False).map[0].double()
-    error = relative_error(value, reference)
-    if error < 1e-2:  # float32 sums in another order differ by ~1e-3 on a real model
-        scores = logits(bundle, torch.cat([x, torch.as_tensor(baseline, dtype=x.dtype)]))
-        delta = float(scores[0, c] - scores[1, c])
-        return task.right(f"your {steps}-step sum matches the toolkit's integrated gradients "
-                          f"(relative error {error:.1e}); Σ IG = {float(value.sum()):.3f} "
-                          f"against f(x) − f(x') = {delta:.3f}: the gap is the quadrature "
-                          "error, which more steps (or Gauss–Legendre points) shrink")
-    if relative_error(value, steps * reference) < 1e-2:
-        return task.wrong(f"your attributions are {steps}× too large: average the gradients "
-                          "(sum / m), don't just add them")
-    return task.wrong(f"your attributions differ from the toolkit's by {error:.1%} "
-                      "(relative L2): the points are x' + (k/m)(x − x') for k = 1..m, and "
-                      "the mean gradient is multiplied by (x − x')")
+    scores = logits(bundle, torch.cat([x, torch.as_tensor(baseline, dtype=x.dtype)]))
+    delta = float(scores[0, c] - scores[1, c])
+    return compare(
+        EXERCISES["ig.riemann"], value, reference, "ig",
+        tolerance=1e-2,  # float32 sums in another order differ by ~1e-3 on a real model
+        right=f"your {steps}-step sum matches the toolkit's integrated gradients; Σ IG = "
+              f"{float(reference.sum()):.3f} against f(x) − f(x') = {delta:.3f}: the gap is "
+              "the quadrature error, which more steps (or Gauss–Legendre points) shrink",
+        mistakes=((steps * reference, f"your attributions are {steps}× too large: average the "
+                                      "gradients (sum / m), don't just add them"),),
+        hint="the points are x' + (k/m)(x − x') for k = 1..m, and the mean gradient is "
+             "multiplied by (x − x')")
 
 
 @exercise("ig.completeness", NOTEBOOK, "what the attributions add up to",

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ..explain import explain
 from ..explanation import Explanation
 from ..models import ModelBundle
-from ._common import relative_error, shape_message, tensor
+from ._common import compare
 from .core import EXERCISES, Verdict, exercise
 
 NOTEBOOK = "06_feature_inversion"
@@ -27,24 +27,20 @@ def _blend(answer: Any, *, explanation: Explanation) -> Verdict:
     task = EXERCISES["fi.blend"]
     if not isinstance(answer, (tuple, list)) or len(answer) != 2:
         return task.wrong("give the pair (kept, removed)")
-    names = ("kept", "removed")
-    references = (explanation.extras["blended"], explanation.extras["removed"])
-    for name, value, reference in zip(names, answer, references, strict=True):
-        value = tensor(value, name)
-        problem = shape_message(value, tuple(reference.shape), name)
-        if problem:
-            return task.wrong(problem)
-        error = relative_error(value.reshape(reference.shape), reference)
-        if error > 1e-4:
-            other = references[1 - names.index(name)]
-            if relative_error(value.reshape(reference.shape), other) < 1e-4:
-                return task.wrong(f"`{name}` is the other blend: x̃ keeps the photo where m "
-                                  "is 1, x̄ where m is 0")
-            return task.wrong(f"`{name}` differs from the toolkit's blend by {error:.0%} "
-                              "(relative L2)")
+    kept, removed = explanation.extras["blended"], explanation.extras["removed"]
     p = explanation.extras["probabilities"][0].tolist()
-    return task.right(f"both blends match; the model gives the class p = {p[1]:.2f} on x̃ "
-                      f"and p = {p[2]:.2f} on x̄ (p = {p[0]:.2f} on the photo)")
+    first = compare(task, answer[0], kept, "kept", tolerance=1e-4, source="the toolkit's blend",
+                    right="`kept` matches",
+                    mistakes=((removed, "`kept` is the other blend: x̃ keeps the photo where m "
+                                        "is 1, x̄ where m is 0"),))
+    if not first:
+        return first
+    return compare(task, answer[1], removed, "removed", tolerance=1e-4,
+                   source="the toolkit's blend",
+                   right=f"both blends match; the model gives the class p = {p[1]:.2f} on x̃ "
+                         f"and p = {p[2]:.2f} on x̄ (p = {p[0]:.2f} on the photo)",
+                   mistakes=((kept, "`removed` is the other blend: x̄ keeps the photo where m "
+                                    "is 0, x̃ where m is 1"),))
 
 
 @exercise("fi.mask", NOTEBOOK, "the mask from the layer's weighted feature maps",
@@ -54,29 +50,21 @@ def _blend(answer: Any, *, explanation: Explanation) -> Verdict:
     m = ((up - up.min()) / up.max()).clamp(0, 1)              # the authors' normaliser
 """)
 def _mask(answer: Any, *, explanation: Explanation) -> Verdict:
-    task = EXERCISES["fi.mask"]
     reference = explanation.map.double()
-    value = tensor(answer, "m")
-    problem = shape_message(value, tuple(reference.shape), "m")
-    if problem:
-        return task.wrong(problem + " — upsample M to the input size")
-    value = value.reshape(reference.shape)
-    error = float((value - reference).abs().max())
-    if error < 1e-4:
-        return task.right("m = (up(M) − min) / max, clipped: the toolkit's mask exactly; the "
-                          "authors divide by max, not by max − min, so m rarely reaches 1")
     layer_mask = explanation.extras["layer_mask"][:, None].double()
     size = tuple(reference.shape[-2:])
-    for corners in (False, True):
-        up = F.interpolate(layer_mask, size=size, mode="bilinear",
-                           align_corners=corners)[:, 0]
-        low, high = up.amin(), up.amax()
-        if not corners and (value - ((up - low) / high).clamp(0, 1)).abs().max() < 1e-4:
-            return task.wrong("almost: upsample with align_corners=True, as the authors do")
-        if (value - (up - low) / (high - low)).abs().max() < 1e-4:
-            return task.wrong("that is the min-max normaliser (÷ (max − min)); the authors "
-                              "divide by max")
-    return task.wrong(f"your mask differs from the toolkit's by up to {error:.2f}")
+    up, up_corners = (F.interpolate(layer_mask, size=size, mode="bilinear",
+                                    align_corners=corners)[:, 0] for corners in (False, True))
+    minmax = "that is the min-max normaliser (÷ (max − min)); the authors divide by max"
+    return compare(
+        EXERCISES["fi.mask"], answer, reference, "m", tolerance=1e-4, measure="largest",
+        source="the toolkit's mask",
+        right="m = (up(M) − min) / max, clipped: the toolkit's mask exactly; the authors "
+              "divide by max, not by max − min, so m rarely reaches 1",
+        mistakes=((((up - up.amin()) / up.amax()).clamp(0, 1),
+                   "almost: upsample with align_corners=True, as the authors do"),
+                  *(((u - u.amin()) / (u.amax() - u.amin()), minmax) for u in (up, up_corners))),
+        shape_hint="upsample M to the input size")
 
 
 @exercise("fi.step1", NOTEBOOK, "does step 1 know the class?", answer="same_after_step1",

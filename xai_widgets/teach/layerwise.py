@@ -9,7 +9,7 @@ import torch
 
 from ..explanation import Explanation
 from ..kernels.layerwise_inverse import frequency_bands
-from ._common import relative_error, shape_message, tensor
+from ._common import compare, tensor
 from .core import EXERCISES, Verdict, exercise
 
 NOTEBOOK = "07_layerwise_inverse"
@@ -21,24 +21,18 @@ HIGH = slice(32, 64)  # the upper half of the 64 zig-zag bands of an 8×8 DCT
     h = (inverse.extras["inverse"].abs() / (examples.abs() + 1e-6)).sum(dim=1)   # Σ_c |x̂_c| / |x_c|
 """)
 def _attribution(answer: Any, *, explanation: Explanation, inputs: Any) -> Verdict:
-    task = EXERCISES["li.attribution"]
     reference = explanation.map.double()
-    value = tensor(answer, "h")
-    problem = shape_message(value, tuple(reference.shape), "h")
-    if problem:
-        return task.wrong(problem + " — one value per pixel: sum over the colour channels")
-    value = value.reshape(reference.shape)
-    error = relative_error(value, reference)
-    if error < 1e-4:
-        return task.right(f"h(p) = Σ_c |x̂_c(p)| / (|x_c(p)| + 1e-6): the toolkit's map "
-                          f"(relative error {error:.1e}); 0 where the inverse drops a pixel, "
-                          "3 where it keeps all of it")
     inverse = explanation.extras["inverse"].double()
     x = tensor(inputs, "inputs").reshape(inverse.shape)
-    if relative_error(value, (inverse.abs() / (x.abs() + 1e-6)).mean(1)) < 1e-4:
-        return task.wrong("the mean over channels is h / 3: the paper sums them")
-    return task.wrong(f"differs from the toolkit's map by {error:.0%}: divide |x̂| by |x| "
-                      "pixel by pixel, then add the three colours")
+    return compare(
+        EXERCISES["li.attribution"], answer, reference, "h", tolerance=1e-4,
+        source="the toolkit's map",
+        right="h(p) = Σ_c |x̂_c(p)| / (|x_c(p)| + 1e-6): the toolkit's map; 0 where the "
+              "inverse drops a pixel, 3 where it keeps all of it",
+        mistakes=(((inverse.abs() / (x.abs() + 1e-6)).mean(1),
+                   "the mean over channels is h / 3: the paper sums them"),),
+        shape_hint="one value per pixel: sum over the colour channels",
+        hint="divide |x̂| by |x| pixel by pixel, then add the three colours")
 
 
 @exercise("li.psnr", NOTEBOOK, "PSNR of an upscaled picture", answer="psnr",

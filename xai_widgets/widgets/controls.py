@@ -8,18 +8,25 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..kernels.spec import MethodSpec, Param
+from ..kernels.spec import LayerName, MethodSpec, Param
+from ..layers import LayerCatalog
 from ..render import CHANNELS, GRADIENT_VIEWS, POLARITIES, SIGNED_COLORMAPS, UNSIGNED_COLORMAPS
 
 STYLE = {"description_width": "92px"}
 WIDE = widgets.Layout(width="300px")
 
 
-def parameter_control(param: Param) -> widgets.ValueWidget:
-    """A control for one method parameter, chosen from its type and range."""
+def parameter_control(param: Param, layers: LayerCatalog | None = None
+                      ) -> widgets.ValueWidget:
+    """A control for one method parameter, chosen from its type and range; a layer-valued
+    parameter offers its choices and, given the model's ``layers``, every candidate layer
+    (main blocks first, with their shapes)."""
     common: dict[str, Any] = {"description": param.name, "value": param.default,
                               "tooltip": param.help, "style": STYLE,
                               "layout": WIDE}
+    if isinstance(param, LayerName) and layers is not None:
+        return widgets.Dropdown(options=[_layer_option(name, layers)
+                                         for name in param.layer_options(layers)], **common)
     if param.kind is bool:
         return widgets.Checkbox(indent=False, **common)
     if param.kind is str:
@@ -40,8 +47,18 @@ def parameter_control(param: Param) -> widgets.ValueWidget:
                                     max=param.high if param.high is not None else 1e12, **common)
 
 
-def parameter_controls(spec: MethodSpec) -> dict[str, widgets.ValueWidget]:
-    return {param.name: parameter_control(param) for param in spec.params}
+def parameter_controls(spec: MethodSpec, layers: LayerCatalog | None = None
+                       ) -> dict[str, widgets.ValueWidget]:
+    """The controls of ``spec``'s parameters by name; ``layers`` (the model's catalogue)
+    fills the menus of layer-valued parameters, which otherwise offer only their choices."""
+    return {param.name: parameter_control(param, layers) for param in spec.params}
+
+
+def _layer_option(name: str, layers: LayerCatalog) -> tuple[str, str]:
+    """A menu entry ``(label, value)``: a layer with its shape ``C×h×w``, a choice as it is."""
+    if name not in layers.names:
+        return name, name
+    return f"{name}  {'×'.join(map(str, layers[name].shape))}", name
 
 
 class ClassList:

@@ -4,11 +4,18 @@ The app is a plain object that owns its root box (``explorer.widget``) and displ
 it. All state and caches live in a :class:`~xai_widgets.session.Session`; this module only
 turns control changes into session calls and session events into pictures and text, so the
 whole app can be tested without a browser by setting control values.
+
+Two views share the picture (the "view" toggle, or ``view_mode=``): the heat ``"map"`` of the
+chosen method and class, and ``"insecurities"`` (deliberative explanations, Wang &
+Vasconcelos, NeurIPS 2019): an :class:`~xai_widgets.widgets.insecurity_panel.InsecurityPanel`
+on the Explorer's image and model, at the Explorer's layer (the chosen one, or the one the map
+was computed at; the model's default, its last spatial layer, when the method takes none). Its
+:class:`~xai_widgets.deliberative.Analysis` reuses the session's traces of the image, so the
+view runs no forward pass of its own, and a class switch costs it nothing.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import threading
 import time
@@ -18,30 +25,36 @@ from typing import Any
 import ipywidgets as widgets
 import torch
 
-from ..errors import XaiError
+from ..deliberative import Analysis
+from ..errors import ParameterError, XaiError
 from ..figures import figure_png
 from ..images import sample_images
 from ..kernels import REGISTRY, get_method
 from ..models import EMBEDDED, ZOO, ModelBundle, load_model, weights_on_disk
 from ..request import empty_map_message
+from ..scope import model_lock
 from ..session import Scene, Selection, Session
-from .canvas import CanvasView, png
+from . import insecurity_panel, static
+from .canvas import CanvasView
 from .controls import STYLE, WIDE, ClassList, DisplayControls, parameter_controls
+from .insecurity_panel import DIFFICULTY_MAP, InsecurityPanel
 from .metrics_panel import MetricsPanel, show_png
 
 DRAG_INTERVAL = 0.1  # seconds between two live occlusion updates while dragging
 LOSS_SIZE, LOSS_DPI = (4.2, 1.5), 100  # the loss curve of an optimisation: 420 × 150 pixels
+VIEWS = ("map", "insecurities")
+HIDDEN = "none"
 
 # The live app hides its static copy (kept for notebooks viewed without a kernel).
-CSS = """<style>
-.xai-status { white-space: normal; overflow-wrap: anywhere; max-width: 440px; }
-.xai-status .widget-html-content, .xai-metrics .widget-html-content {
-  white-space: normal; line-height: 1.3; }
-.xai-status-error { color: #b00020; }
-.xai-status-warning { color: #8a5a00; }
-.xai-status-busy { color: #555; font-style: italic; }
-.xai-static { display: none; }
-.jp-OutputArea-child:has(.xai-static), .output_area:has(.xai-static) { display: none; }
+CSS = f"""<style>
+.xai-status {{ white-space: normal; overflow-wrap: anywhere; max-width: 440px; }}
+.xai-status .widget-html-content, .xai-metrics .widget-html-content {{
+  white-space: normal; line-height: 1.3; }}
+.xai-status-error {{ color: #b00020; }}
+.xai-status-warning {{ color: #8a5a00; }}
+.xai-status-busy {{ color: #555; font-style: italic; }}
+{insecurity_panel.CSS}
+{static.CSS}
 </style>"""
 
 
@@ -54,30 +67,45 @@ class Explorer:
     ``model``: a bundle, an ``nn.Module``, a zoo name, or a list of those (first one shown);
     ``images``: a list (or name -> image mapping) added before the sample photos;
     ``zoo``: also offer the torchvision zoo (weights download on first use);
-    ``threaded=False`` computes iterative methods in the calling thread.
+    ``threaded=False`` computes iterative methods (and the insecurities' integrated
+    gradients) in the calling thread; ``view_mode``: ``"map"`` or ``"insecurities"``, the view
+    shown first.
     """
 
     def __init__(self, model: Any = None, images: Sequence[Any] | Mapping[str, Any] | None = None,
                  method: str = "grad_cam", *, top_k: int = 5, zoo: bool = True,
-                 threaded: bool = True, width: int = 448) -> None:
+                 threaded: bool = True, width: int = 448, view_mode: str = "map") -> None:
+        if view_mode not in VIEWS:
+            raise ParameterError(f"view_mode is 'map' (the heat map of a method) or "
+                                 f"'insecurities' (where the network hesitates between "
+                                 f"classes), got {view_mode!r}")
         self.session = Session(_models(model, zoo), _images(images), method, top_k, threaded)
         self.view = CanvasView(width)
         self.width = width
-        self._static: Any = None
+        self.static = static.StaticCopy(self.view, self._caption_text, width)
         self._local = threading.local()  # per thread: is it setting controls itself?
         self._last_drag = 0.0
         self._trailing: threading.Timer | None = None
         self._view_lock = threading.RLock()
         self._param_controls: dict[str, widgets.ValueWidget] = {}
         self._layers_of: str | None = None
+        self._params_of: tuple[str, str] | None = None  # (method, model) of the controls
+        self._insecurity_key: tuple[str, str, str | None] | None = None
         self._build()
         self.session.subscribe(self._event)
         self.session.select()
+        self.view_mode.value = view_mode
 
     # ------------------------------------------------------------------ layout
 
     def _build(self) -> None:
         session = self.session
+        self.view_mode = widgets.ToggleButtons(
+            options=[("heat map", "map"), ("insecurities", "insecurities")], value="map",
+            description="view", style={**STYLE, "button_width": "112px"},
+            tooltips=["the chosen method's map of the chosen class",
+                      "where, and between which classes, the network hesitates "
+                      "(deliberative explanations)"])
         self.image = widgets.Dropdown(options=list(session.images), description="image",
                                       style=STYLE, layout=widgets.Layout(width="205px"))
         self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="upload",
@@ -113,6 +141,9 @@ class Explorer:
         self.loss_plot.add_class("xai-loss")
         self._loss_shown: torch.Tensor | None = None
         self.metrics = MetricsPanel(session)
+        self.insecurity = InsecurityPanel(self.view, threaded=session.threaded,
+                                          lock=self._view_lock)
+        self.insecurity.active = False
 
         self.image.observe(lambda c: self._select(image=c["new"]), names="value")
         self.model.observe(lambda c: self._select(model=c["new"]), names="value")
@@ -120,20 +151,28 @@ class Explorer:
         self.layer.observe(lambda c: self._select(layer=c["new"]), names="value")
         self.all_layers.observe(lambda _c: self._offer_layers(), names="value")
         self.upload.observe(self._uploaded, names="value")
+        self.view_mode.observe(lambda c: self._switch_view(c["new"]), names="value")
         self.reset.on_click(lambda _b: self._clear_occlusion())
         self.cancel.on_click(lambda _b: session.cancel())
         self.view.on_hover = self._hover
         self.view.on_click = self._pinned
         self.view.on_drag = self._dragged
 
+        method = widgets.VBox([self.method, self.method_help, self.params])
+        job = widgets.VBox([widgets.HBox([self.progress, self.cancel]), self.loss_plot])
+        # what only one of the two views shows
+        self._map_only = [method, self.display_controls.widget, self.caption, self.reset, job,
+                          self.metrics.widget]
+        self._insecurities_only = [self.insecurity.controls, self.insecurity.caption]
+        for box in self._insecurities_only:
+            box.layout.display = HIDDEN
         controls = widgets.VBox([
-            widgets.HBox([self.image, self.upload]), self.model, self.method,
-            self.method_help, self.params, self.layer, self.all_layers, self.classes.widget,
-            self.display_controls.widget,
+            self.view_mode, widgets.HBox([self.image, self.upload]), self.model, method,
+            self.layer, self.all_layers, self.classes.widget, self.display_controls.widget,
+            self.insecurity.controls,
         ], layout=widgets.Layout(width="320px", flex="0 0 320px"))  # never squeezed
-        picture = widgets.VBox([self.view.widget, self.caption, self.readout, self.reset,
-                                widgets.HBox([self.progress, self.cancel]), self.loss_plot,
-                                self.status, self.metrics.widget],
+        picture = widgets.VBox([self.view.widget, self.caption, self.insecurity.caption,
+                                self.readout, self.reset, job, self.status, self.metrics.widget],
                                layout=widgets.Layout(flex="0 0 auto", min_width=f"{self.width}px"))
         self.widget = widgets.HBox([widgets.HTML(CSS), controls, picture])
         self.widget.add_class("xai-explorer")
@@ -142,27 +181,16 @@ class Explorer:
         """Show the live app, and after it a static copy of its picture (plain HTML, kept
         up to date through its display id). The app's stylesheet hides the copy; a notebook
         rendered without a kernel or without widget support (nbconvert, GitHub) shows it."""
-        from IPython.display import HTML, display
-
-        display(self.widget)
-        self._static = display(HTML(self.static_html()), display_id=True)
-        self.view.on_still = self._refresh_static
+        self.static.display(self.widget)
 
     def static_html(self) -> str:
-        """The current picture and caption as self-contained HTML."""
-        picture = self.view.composite()
-        if picture is None:
-            return '<div class="xai-static"></div>'
-        data = base64.b64encode(png(picture, level=6)).decode()
-        caption = html.escape(self.session.scene.frame.caption if self.session.scene else "")
-        return (f'<div class="xai-static"><img src="data:image/png;base64,{data}" '
-                f'alt="{caption}" width="{self.width}"/><p>{caption}</p></div>')
+        """The current picture and caption (of the view on show) as self-contained HTML."""
+        return self.static.html()
 
-    def _refresh_static(self) -> None:
-        from IPython.display import HTML
-
-        if self._static is not None:
-            self._static.update(HTML(self.static_html()))
+    def _caption_text(self) -> str:
+        if self.view_mode.value == "insecurities":
+            return self.insecurity.caption_text
+        return self.session.scene.frame.caption if self.session.scene else ""
 
     @property
     def _syncing(self) -> bool:
@@ -201,7 +229,7 @@ class Explorer:
             return
         self._syncing = True
         self.upload.value = ()  # the session keeps what it needs; the widget keeps nothing
-        self._local = threading.local()  # per thread: is it setting controls itself?
+        self._syncing = False
         for item in items:
             try:
                 name = self.session.add_image(str(item["name"]), bytes(item["content"]))
@@ -210,22 +238,35 @@ class Explorer:
                 continue
             self._syncing = True
             self.image.options = list(self.session.images)
-            self._local = threading.local()  # per thread: is it setting controls itself?
+            self._syncing = False
             self.image.value = name
 
+    def _value_at(self, x: float, y: float) -> tuple[str, float | None]:
+        """What the picture shows at a display pixel: its name and value."""
+        if self._insecure:
+            name = "difficulty" if self.insecurity.pairs.value == DIFFICULTY_MAP else \
+                "insecurity"
+            return name, self.insecurity.value_at(x, y)
+        return "map value", self.session.value_at(x, y)
+
     def _hover(self, x: float, y: float) -> None:
-        value = self.session.value_at(x, y)
+        name, value = self._value_at(x, y)
         if value is not None:
-            self.readout.value = f"map value <b>{value:.4g}</b> at ({int(x)}, {int(y)})"
+            self.readout.value = f"{name} <b>{value:.4g}</b> at ({int(x)}, {int(y)})"
 
     def _pinned(self, x: float, y: float) -> None:
-        value = self.session.value_at(x, y)
+        name, value = self._value_at(x, y)
         if value is not None:
-            self.readout.value = f"📌 pinned ({int(x)}, {int(y)}): map value <b>{value:.4g}</b>"
+            self.readout.value = f"📌 pinned ({int(x)}, {int(y)}): {name} <b>{value:.4g}</b>"
 
     def _dragged(self, box: tuple[float, float, float, float], done: bool) -> None:
         """Occlude live while dragging, at most every DRAG_INTERVAL; the latest box is always
-        applied in the end (a trailing update), even if the mouse-up never arrives."""
+        applied in the end (a trailing update), even if the mouse-up never arrives. (The
+        insecurities view does not occlude.)"""
+        if self._insecure:
+            self.view.set_box(None)
+            self.readout.value = "<i>hiding a region works in the heat map view</i>"
+            return
         if self._trailing is not None:
             self._trailing.cancel()
         wait = DRAG_INTERVAL - (time.monotonic() - self._last_drag)
@@ -254,7 +295,7 @@ class Explorer:
             self.metrics.event(event, payload)
         if event == "scene":
             self._show(payload)
-        elif event == "preview":
+        elif event == "preview" and not self._insecure:
             self._draw(payload)
         elif event == "status":
             self._set_status(*payload)
@@ -266,6 +307,67 @@ class Explorer:
             self.cancel.layout.display = "" if busy else "none"
             if busy:
                 self.progress.value = float(payload)
+        if event in ("scene", "request") and self._insecure:
+            self._follow_insecurities()
+
+    # ------------------------------------------------------------------ the two views
+
+    @property
+    def _insecure(self) -> bool:
+        return bool(self.view_mode.value == "insecurities")
+
+    def _switch_view(self, mode: str) -> None:
+        """Show the heat map or the insecurities: their controls, caption and picture."""
+        with self._view_lock:
+            insecure = mode == "insecurities"
+            for box in self._map_only:
+                box.layout.display = HIDDEN if insecure else ""
+            for box in self._insecurities_only:
+                box.layout.display = "" if insecure else HIDDEN
+            self.view.set_box(None)
+            self.insecurity.active = insecure
+            self.readout.value = ("<i>hover over the picture to read the insecurity (or the "
+                                  "difficulty)</i>" if insecure else
+                                  "<i>hover over the picture to read the map; drag to hide a "
+                                  "region from the model</i>")
+            self._sync_controls(self.session.requested)  # the layer menu serves both views
+            if insecure:
+                if not self._follow_insecurities():
+                    self.insecurity.draw()  # what it showed last, still true
+            elif self.session.scene is not None:
+                self._draw(self.session.scene)
+
+    def _insecurity_source(self) -> tuple[str, str, str | None]:
+        """(model, image, layer) of the insecurities: the Explorer's image and model, at its
+        layer (the chosen one, or the one the map was computed at); ``None`` is the model's
+        default layer (its last spatial layer), for a method that takes no layer."""
+        selection = self.session.requested
+        scene = self.session.scene
+        layer = selection.layer
+        if layer is None and scene is not None and scene.selection == selection:
+            layer = scene.explanation.layer
+        return selection.model, selection.image, layer
+
+    def _follow_insecurities(self) -> bool:
+        """Analyse the Explorer's image, model and layer when they changed (True), on the
+        session's traces (no forward pass of its own); a class, method or display change keeps
+        the analysis (False)."""
+        key = self._insecurity_source()
+        if key == self._insecurity_key:
+            return False
+        self._insecurity_key = key
+        model, image, layer = key
+        try:
+            bundle = self.session.bundle(model)
+            with model_lock(bundle.model):
+                analysis = Analysis(bundle, self.session.images[image], layer,
+                                    min(self.session.top_k, bundle.layers.num_classes),
+                                    traces=self.session.traces(model, image))
+        except Exception as exc:  # the panel's status says why; its last picture stays
+            self.insecurity.fail(exc)
+            return True
+        self.insecurity.show(analysis)
+        return True
 
     def _draw(self, scene: Scene) -> None:
         """The picture, its caption and, for an optimisation, its loss curve so far."""
@@ -285,7 +387,8 @@ class Explorer:
             self.loss_plot.layout.display = "none"
 
     def _show(self, scene: Scene) -> None:
-        self._draw(scene)
+        if not self._insecure:
+            self._draw(scene)
         occlusion = scene.occlusion
         explanation = scene.explanation
         target = scene.target
@@ -320,21 +423,22 @@ class Explorer:
                 self.classes.set_names(
                     [bundle.class_name(i) for i in range(bundle.layers.num_classes)])
             shown = selection.layer or layer
+            if shown is None and self._insecure:
+                shown = bundle.layers.default  # where the insecurities are computed
             self._offer_layers(shown)
             self.layer.value = shown
-            self.layer.disabled = not spec.takes_layer
-            if set(self._param_controls) != {p.name for p in spec.params} or \
-                    getattr(self, "_params_of", None) != spec.name:
-                self._param_controls = parameter_controls(spec)
+            self.layer.disabled = not (spec.takes_layer or self._insecure)
+            if self._params_of != (spec.name, selection.model):  # layer menus follow the model
+                self._param_controls = parameter_controls(spec, layers=bundle.layers)
                 for control in self._param_controls.values():
                     control.observe(self._param_changed, names="value")
                 self.params.children = tuple(self._param_controls.values())
-                self._params_of = spec.name
+                self._params_of = (spec.name, selection.model)
             for name, value in selection.params:
                 self._param_controls[name].value = value
             self.display_controls.show(self.session.settings, spec.per_channel)
         finally:
-            self._local = threading.local()  # per thread: is it setting controls itself?
+            self._syncing = False
 
     def _offer_layers(self, keep: str | None = None) -> None:
         """The layer menu: the main layers of the model (blocks, with their shapes), or all
