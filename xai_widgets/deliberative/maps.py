@@ -20,9 +20,11 @@ With ``A ∈ R^{K×h×w}`` the activations of the layer and ``a_ij`` the channel
   exactly from batched Hessian-vector products on the same graph.
 
 Speed: the rows of all top classes and of the difficulty go through **one** backward, batched
-over the rows (``torch.autograd.grad(..., is_grads_batched=True)``) on the trace's graph, not a
-loop over classes. On a global-average-pooling + linear head at its pooled layer the rows are
-known in closed form (``∂(uᵀz)/∂A = uᵀW / (h w)``), so no backward runs at all.
+over the rows (``torch.func.vmap`` over ``torch.autograd.grad`` on the trace's graph: each
+convolution's input gradient runs once on a batch of rows), not a loop over classes; the
+Hessian-vector products of ``gradient_hessian`` are batched the same way, per chunk of cells.
+On a global-average-pooling + linear head at its pooled layer the rows are known in closed
+form (``∂(uᵀz)/∂A = uᵀW / (h w)``), so no backward runs at all.
 """
 
 from __future__ import annotations
@@ -133,17 +135,20 @@ def _head_rows(weight: torch.Tensor | None, rectified: bool, activation: torch.T
 
 def _batched_grad(outputs: list[torch.Tensor], tensor: torch.Tensor,
                   grad_outputs: list[torch.Tensor], retain_graph: bool) -> torch.Tensor:
-    """One backward for every row of ``grad_outputs`` (leading dimension): ``(R, *tensor)``."""
-    total = grad_outputs[0].shape[0]
-    if total == 1:
-        (grad,) = torch.autograd.grad(outputs, tensor, [g[0] for g in grad_outputs],
-                                      retain_graph=retain_graph, allow_unused=True)
-        return (torch.zeros_like(tensor) if grad is None else grad)[None].detach()
-    (grad,) = torch.autograd.grad(outputs, tensor, grad_outputs, retain_graph=retain_graph,
-                                  is_grads_batched=True, allow_unused=True)
-    if grad is None:
-        return torch.zeros(total, *tensor.shape, dtype=tensor.dtype, device=tensor.device)
-    return grad.detach()
+    """One backward for every row of ``grad_outputs`` (leading dimension ``R``) on the graph
+    already built: ``(R, *tensor)``.
+
+    ``torch.func.vmap`` over ``torch.autograd.grad``, not ``is_grads_batched=True``: the latter
+    runs on the legacy vmap prototype, which has no batching rule for ``convolution_backward``
+    or ``native_batch_norm_backward`` and calls them once per row; functorch's rules call each
+    once on all ``R`` rows (a batch of ``R`` in the convolution), with the same values."""
+
+    def row(*seeds: torch.Tensor) -> torch.Tensor:
+        (grad,) = torch.autograd.grad(outputs, tensor, seeds, retain_graph=retain_graph,
+                                      allow_unused=True)
+        return torch.zeros_like(tensor) if grad is None else grad
+
+    return torch.func.vmap(row)(*grad_outputs).detach()
 
 
 def class_maps(gradients: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
@@ -201,10 +206,8 @@ def _hessian_blocks(trace: Trace, layer: str, spec: DifficultySpec,
                                device=activation.device)
             mask[torch.arange(len(cells)), cells] = 1.0
             directions = activation[None] * mask.view(len(cells), 1, 1, h, w)
-            (hv,) = torch.autograd.grad(grad, tensor, directions, retain_graph=True,
-                                        is_grads_batched=True, allow_unused=True)
-            if hv is not None:
-                out[:, first:stop] = (hv.detach() * directions).sum(dim=(2, 3, 4)).T
+            hv = _batched_grad([grad], tensor, [directions], retain_graph=True)
+            out[:, first:stop] = (hv * directions).sum(dim=(2, 3, 4)).T
         del grad
     return out.view(n, h, w)
 
