@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..autograd_graph import batched_grad
 from ..kernels._iterative import baseline, chunks, quadrature
 from ..kernels.gradient_hessian import piecewise_linear
 from ..models import ModelBundle
@@ -109,7 +110,7 @@ def batched_gradients(trace: Trace, layer: str, classes: torch.Tensor | None,
             assert z_seed is not None
             outputs.append(z_tensor)
             grad_outputs.append(z_seed)
-        grads = _batched_grad(outputs, tensor, grad_outputs, retain_graph)
+        grads = batched_grad(outputs, tensor, grad_outputs, retain_graph)
     z_gradient = None
     difficulty = None
     if spec is not None:
@@ -131,24 +132,6 @@ def _head_rows(weight: torch.Tensor | None, rectified: bool, activation: torch.T
     per_channel = s if weight is None else s @ weight.to(activation.dtype)  # (R, N, K)
     grads = (per_channel / (h * w))[..., None, None].expand(*per_channel.shape, h, w)
     return grads * (activation > 0) if rectified else grads  # an expanded view: no copy
-
-
-def _batched_grad(outputs: list[torch.Tensor], tensor: torch.Tensor,
-                  grad_outputs: list[torch.Tensor], retain_graph: bool) -> torch.Tensor:
-    """One backward for every row of ``grad_outputs`` (leading dimension ``R``) on the graph
-    already built: ``(R, *tensor)``.
-
-    ``torch.func.vmap`` over ``torch.autograd.grad``, not ``is_grads_batched=True``: the latter
-    runs on the legacy vmap prototype, which has no batching rule for ``convolution_backward``
-    or ``native_batch_norm_backward`` and calls them once per row; functorch's rules call each
-    once on all ``R`` rows (a batch of ``R`` in the convolution), with the same values."""
-
-    def row(*seeds: torch.Tensor) -> torch.Tensor:
-        (grad,) = torch.autograd.grad(outputs, tensor, seeds, retain_graph=retain_graph,
-                                      allow_unused=True)
-        return torch.zeros_like(tensor) if grad is None else grad
-
-    return torch.func.vmap(row)(*grad_outputs).detach()
 
 
 def class_maps(gradients: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
@@ -206,7 +189,7 @@ def _hessian_blocks(trace: Trace, layer: str, spec: DifficultySpec,
                                device=activation.device)
             mask[torch.arange(len(cells)), cells] = 1.0
             directions = activation[None] * mask.view(len(cells), 1, 1, h, w)
-            hv = _batched_grad([grad], tensor, [directions], retain_graph=True)
+            hv = batched_grad([grad], tensor, [directions], retain_graph=True)
             out[:, first:stop] = (hv * directions).sum(dim=(2, 3, 4)).T
         del grad
     return out.view(n, h, w)

@@ -32,7 +32,7 @@ most, none on a global-average-pooling head at its pooled layer). ``probability`
 ``v_ij`` for every class, known in closed form at the pooled layer of a GAP + linear head.
 Elsewhere (a smooth activation or a product above the layer, or ``probability`` away from
 the pooled layer) the diagonal blocks are computed exactly by batched Hessian-vector
-products (double backward, ``is_grads_batched``, ``chunk_size`` cells at a time):
+products (double backward, batched over ``chunk_size`` cells at a time):
 ``extras["closed_form"]`` says which way was taken.
 
 Wang, Vasconcelos. "Deliberative Explanations: visualizing network insecurities." NeurIPS
@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch.autograd.graph import get_gradient_edge
 
+from ..autograd_graph import batched_grad
 from ..render import RenderSettings
 from ..trace import Trace
 from ._iterative import chunks
@@ -173,10 +174,8 @@ def _hessian_blocks(trace: Trace, ctx: KernelContext, how: str) -> torch.Tensor:
                                device=activation.device)
             mask[torch.arange(len(cell)), 0, 0, cell] = 1.0
             directions = activation[None] * mask.view(len(cell), 1, 1, h, w)
-            (hv,) = torch.autograd.grad(grad, tensor, directions, retain_graph=True,
-                                        is_grads_batched=True, allow_unused=True)
-            if hv is not None:  # None: the gradient does not depend on A (zero curvature)
-                out[:, first:stop] = (hv.detach() * directions).sum(dim=(2, 3, 4)).T.double()
+            hv = batched_grad([grad], tensor, [directions], retain_graph=True)
+            out[:, first:stop] = (hv * directions).sum(dim=(2, 3, 4)).T.double()
             ctx.report(stop / cells)
         del grad
     return out.view(n, h, w)
