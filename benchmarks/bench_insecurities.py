@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--quick", action="store_true", help="the embedded model only")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    settings = [("efficientnet_lite0", None)]
+    settings: list[tuple[str, str | None]] = [("efficientnet_lite0", None)]
     if not args.quick:
         settings += [("resnet18", "layer4"), ("resnet18", "layer3")]
     rows: list[list[object]] = []

@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 def _evaluate_parser(commands: Any) -> None:
     """The ``evaluate`` and ``summarize`` commands; the metric choices come from the
     registry."""
+    from .distributed import add_options as add_cluster_options
     from .metrics.deletion import SCORES, SUBSTRATES
     from .metrics.registry import REGISTRY
 
@@ -84,7 +85,10 @@ def _evaluate_parser(commands: Any) -> None:
     evaluate.add_argument("--metrics", default="deletion,insertion",
                           help=f"comma-separated, any of: {metrics} (default deletion,insertion)")
     evaluate.add_argument("--out", default="results.jsonl",
-                          help="JSON-lines results file; rerun to resume (default results.jsonl)")
+                          help="results file: JSON lines, or a Parquet data set (a folder of "
+                               "parts) for a name ending in .parquet (pip install "
+                               "'xai-widgets[parquet]'); rerun to resume (default "
+                               "results.jsonl)")
     evaluate.add_argument("--labels", default=None,
                           help="CSV file of 'image,label' rows: image = path relative to the "
                                "folder or file name, label = class index or name (default: "
@@ -117,19 +121,13 @@ def _evaluate_parser(commands: Any) -> None:
                           help="inputs per forward pass (default: 2 on a CPU, 32 on a GPU)")
     evaluate.add_argument("--no-plots", action="store_true", help="do not save the plots")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
-    evaluate.add_argument("--workers", type=int, default=None,
-                          help="run on a Dask LocalCluster of this many single-threaded worker "
-                               "processes (pip install 'xai-widgets[distributed]')")
-    evaluate.add_argument("--scheduler", default=None,
-                          help="run on the Dask cluster of this scheduler, e.g. tcp://head:8786 "
-                               "(the workers must see the folder at the same path)")
-    evaluate.add_argument("--task-size", type=int, default=4,
-                          help="images per task on a cluster (default 4)")
+    add_cluster_options(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
     summarize = commands.add_parser("summarize", help="the table of results files (shards "
                                                       "of one run are merged)")
-    summarize.add_argument("files", nargs="+", help="results files written by evaluate")
+    summarize.add_argument("files", nargs="+", help="results files written by evaluate (JSON "
+                                                     "lines, or Parquet folders or parts)")
     summarize.set_defaults(run=_summarize)
 
 
@@ -198,8 +196,8 @@ def _layers(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
+    from .distributed import client_for
     from .metrics import EvaluationSettings, evaluate_folder
-    from .metrics.cluster import local_client
 
     method_params: dict[str, dict[str, Any]] = {}
     for name, value in _params(args.param).items():
@@ -219,12 +217,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = _load(args)
     options = {"out": args.out, "progress": not args.no_progress, "plots": not args.no_plots}
     try:
-        if args.workers is None and args.scheduler is None:
-            run = evaluate_folder(args.folder, model, settings, **options)
-        else:
-            with local_client(args.workers, args.scheduler) as client:
-                run = evaluate_folder(args.folder, model, settings, client=client,
-                                      task_size=args.task_size, **options)
+        with client_for(args) as client:
+            run = evaluate_folder(args.folder, model, settings, client=client,
+                                  task_size=args.task_size, **options)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {args.out} holds every finished record; run the same command "
               "again to resume", file=sys.stderr)

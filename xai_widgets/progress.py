@@ -3,7 +3,8 @@
 Every call that can take more than a few seconds (an iterative method from ``explain``,
 ``Compare.metrics``, the folder evaluation, training) shows one, unless the caller passes
 ``progress=False``. The bar is driven by the toolkit's progress protocol,
-``progress(fraction, preview)`` (:mod:`xai_widgets.jobs`).
+``progress(fraction, preview)`` (:mod:`xai_widgets.jobs`); :func:`items_bar` counts the items
+of a folder run instead, with the dashboard of its Dask cluster, if any.
 """
 
 from __future__ import annotations
@@ -36,3 +37,17 @@ def progress_bar(description: str, enabled: bool = True) -> Iterator[Progress | 
         yield report
     finally:
         bar.close()
+
+
+def items_bar(description: str, total: int, enabled: bool = True, client: Any = None,
+              unit: str = "image") -> Any:
+    """A tqdm bar (text in a terminal, a widget in a notebook) over ``total`` items; with a
+    Dask ``client`` that has a dashboard, its address is shown after the bar. Use it as a
+    context manager; ``update(n)`` after ``n`` items."""
+    from tqdm.auto import tqdm
+
+    from .distributed import dashboard
+
+    link = dashboard(client) if client is not None else None
+    return tqdm(total=total, desc=description, unit=unit, disable=not enabled,
+                postfix=f"dashboard {link}" if link else None)

@@ -11,20 +11,13 @@ import time
 
 import numpy as np
 import pytest
+from explorer_canvas import CANVAS, canvas_pixels
 from PIL import Image
 from playwright.sync_api import expect
 from support import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CANVAS = ".xai-explorer .xai-picture canvas"
-
-
-def canvas_pixels(page) -> np.ndarray:
-    """The Explorer's canvas as the page shows it, RGB (H, W, 3)."""
-    url = page.evaluate(f"() => document.querySelector('{CANVAS}').toDataURL('image/png')")
-    data = base64.b64decode(url.split(",", 1)[1])
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(np.int16)
 
 
 def wait_for_change(page, before: np.ndarray, region: tuple[slice, slice] = (slice(None),) * 2,
@@ -53,54 +46,19 @@ def wait_until_still(page, seconds: float = 2.0, timeout: float = 60) -> np.ndar
     raise AssertionError("the canvas kept changing")
 
 
-def wait_for_picture(page, timeout: float = 120) -> np.ndarray:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if page.locator(CANVAS).count():
-            pixels = canvas_pixels(page)
-            if pixels.std() > 10:  # a photo, not an empty canvas
-                return pixels
-        time.sleep(0.25)
-    raise AssertionError("the Explorer's canvas stayed empty")
-
-
-def accept_kernel_dialog(page) -> None:
-    """JupyterLab may ask which kernel to start: the default (this venv's Python) is right."""
-    dialog = page.locator(".jp-Dialog button.jp-mod-accept")
-    try:
-        dialog.wait_for(timeout=5_000)
-    except Exception:  # no dialog this time
-        return
-    dialog.click()
-
-
-def run_all_cells(page) -> None:
-    page.wait_for_selector(".jp-Notebook", timeout=120_000)
-    accept_kernel_dialog(page)
-    page.wait_for_selector("[data-status=idle]", state="attached", timeout=120_000)
-    page.click(".lm-MenuBar-itemLabel:text-is('Run')")
-    page.click("text=Run All Cells")
-    every_cell_ran = """() => {
-        const prompts = document.querySelectorAll('.jp-CodeCell .jp-InputPrompt');
-        return prompts.length > 0 &&
-               Array.from(prompts).every(p => /\\[\\d+\\]/.test(p.textContent)); }"""
-    page.wait_for_function(every_cell_ran, timeout=600_000)
-
-
 def dropdown(page, label: str):
     return page.locator(f".xai-explorer .widget-dropdown:has(label:text-is('{label}')) select")
 
 
-def test_quickstart_explorer_in_a_browser(lab, browser) -> None:
+def test_quickstart_explorer_in_a_browser(lab, watched) -> None:
     url, served = lab
-    page = browser.new_page(viewport={"width": 1500, "height": 1100})
-    page.goto(f"{url}/lab/tree/01_quickstart.ipynb")
-    run_all_cells(page)
-    assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
-                        ).filter(has_text="Traceback").count() == 0
+    shown = watched(1500, 1100)
+    page = shown.page
+    page.goto(f"{url}/lab/tree/01_quickstart.ipynb", timeout=300_000)
+    shown.run_all_cells()  # fails on a traceback
     explorer = page.locator(".xai-explorer")
     explorer.scroll_into_view_if_needed()
-    first = wait_for_picture(page)
+    first = shown.picture()
     caption = explorer.locator(".xai-caption").inner_text()
     assert caption.startswith("Grad-CAM · tiger cat")
 
@@ -165,17 +123,17 @@ def test_quickstart_explorer_in_a_browser(lab, browser) -> None:
     page.wait_for_selector(".jp-mod-dirty", state="detached", timeout=60_000)
     page.reload()
     page.wait_for_selector(".jp-Notebook", timeout=120_000)
-    accept_kernel_dialog(page)
+    shown.accept_kernel_dialog()
     page.locator(".xai-explorer").scroll_into_view_if_needed(timeout=120_000)
     assert not page.locator(".xai-static").first.is_visible()  # live: only the app shows
-    replayed = wait_for_picture(page)
+    replayed = shown.picture()
     assert np.abs(replayed - occluded).mean() < 2
 
     # the saved notebook, exported to HTML without a kernel, still shows the last picture
     html_path = served / "01_quickstart.html"
     subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html",
                     str(served / "01_quickstart.ipynb")], check=True, capture_output=True)
-    static = browser.new_page(viewport={"width": 1500, "height": 1100})
+    static = watched(1500, 1100).page
     static.goto(html_path.as_uri())
     static.wait_for_load_state("load")
     copy = static.locator(".xai-static img")

@@ -1,5 +1,6 @@
 """A folder evaluation on a Dask LocalCluster of two worker processes: the file of a
-single-process run, a worker killed mid-run, a resumed run, the model loaded once per worker."""
+single-process run (JSON lines and Parquet), a worker killed mid-run, a resumed run, the model
+loaded once per worker."""
 
 from __future__ import annotations
 
@@ -9,24 +10,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dask_cluster import dask_client
 from metric_models import Fragile
 from PIL import Image
 from tiny_models import bundle
 
 from xai_widgets import metrics
-from xai_widgets.metrics import Cancelled, cluster
+from xai_widgets.distributed import local_client
+from xai_widgets.errors import ParameterError
+from xai_widgets.metrics import Cancelled
 
 pytest.importorskip("distributed")
+
+client = pytest.fixture(dask_client)
 
 pytestmark = pytest.mark.slow
 QUICK = {"methods": ["grad_cam", "saliency"], "metrics": ["deletion", "insertion"],
          "pixels_per_step": 64, "progress": False, "plots": False}
-
-
-@pytest.fixture(scope="module")
-def client():
-    with cluster.local_client(workers=2) as client:
-        yield client
 
 
 @pytest.fixture
@@ -59,6 +59,18 @@ def test_a_cluster_writes_the_file_of_one_process(folder: Path, tmp_path: Path, 
     assert len(loads) == len(set(loads)) == 2                             # once per worker
 
 
+def test_a_cluster_writes_the_parquet_of_one_process(folder: Path, tmp_path: Path,
+                                                     client) -> None:
+    pytest.importorskip("pyarrow")
+    model = fragile(tmp_path)
+    alone = metrics.evaluate_folder(folder, model, out=tmp_path / "alone.jsonl", **QUICK)
+    shared = metrics.evaluate_folder(folder, model, out=tmp_path / "shared.parquet",
+                                     client=client, task_size=3, **QUICK)
+    assert shared.out.is_dir()
+    assert str(shared.summary) == str(alone.summary)
+    assert (shared.written, len(shared.failed)) == (alone.written, len(alone.failed))
+
+
 def test_an_interrupted_cluster_run_resumes(folder: Path, tmp_path: Path, client) -> None:
     model = fragile(tmp_path)
     alone = metrics.evaluate_folder(folder, model, out=tmp_path / "alone.jsonl", **QUICK)
@@ -88,16 +100,16 @@ def test_a_worker_killed_mid_run_loses_nothing(folder: Path, tmp_path: Path, cli
 
 
 def test_cluster_settings_say_what_is_wrong(monkeypatch, folder: Path, tmp_path: Path) -> None:
-    with pytest.raises(metrics.MetricError, match="workers must be an integer >= 1, got 0"), \
-            cluster.local_client(workers=0):
+    with pytest.raises(ParameterError, match="workers must be an integer >= 1, got -1"), \
+            local_client(workers=-1):
         pass
-    with pytest.raises(metrics.MetricError,
+    with pytest.raises(ParameterError,
                        match=r"task_size must be an integer >= 1 \(images per task\), got 0"):
         metrics.evaluate_folder(folder, fragile(tmp_path), out=tmp_path / "r.jsonl",
                                 client=object(), task_size=0, **QUICK)
     assert not (tmp_path / "r.jsonl").exists()
     monkeypatch.setitem(sys.modules, "distributed", None)        # Dask not installed
-    with pytest.raises(metrics.MetricError, match=r"needs Dask: pip install "
-                                                  r"\"xai-widgets\[distributed\]\""), \
-            cluster.local_client(workers=2):
+    with pytest.raises(ParameterError, match=r"needs Dask: pip install "
+                                             r"\"xai-widgets\[distributed\]\""), \
+            local_client(workers=2):
         pass

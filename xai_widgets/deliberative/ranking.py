@@ -1,11 +1,13 @@
 """Ranking a folder by difficulty: :func:`hardest` keeps the ``k`` hardest images of a folder
-(or a list), from batched forward passes only (no autograd).
+(or a list), from batched forward passes only (no autograd), in this process or on the workers
+of a Dask client (:mod:`xai_widgets.distributed`: the same ranking).
 
 Wang, Vasconcelos. "Deliberative Explanations: visualizing network insecurities." NeurIPS 2019.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import distributed
 from ..errors import ImageError, XaiError
 from ..images import to_pil
 from ..kernels._iterative import inference
@@ -92,10 +95,12 @@ def _name(item: Any, index: int) -> str:
 def hardest(model: ModelBundle | nn.Module, images: Any, k: int = 100,
             difficulty: Any = "entropy", *, predictor: nn.Module | None = None,
             hp_score: str | None = None, layer: str | None = None, batch_size: int = 16,
-            progress: Progress | None = None) -> Ranking:
+            progress: Progress | None = None, client: Any = None) -> Ranking:
     """Rank a folder (or a list, or a dict name -> image) by difficulty and keep the ``k``
     hardest (largest score). Only forward passes, batched by ``batch_size``, without autograd;
-    unreadable files are listed in ``Ranking.failed``, never silently dropped."""
+    unreadable files are listed in ``Ranking.failed``, never silently dropped. ``client``: a
+    Dask ``distributed.Client`` that scores the batches on its workers (one batch a task; the
+    same ranking as without it)."""
     bundle = ModelBundle.wrap(model)
     _positive_int(k, "k", 1)
     _positive_int(batch_size, "batch_size", 1)
@@ -110,36 +115,65 @@ def hardest(model: ModelBundle | nn.Module, images: Any, k: int = 100,
         raise ImageError("no images to rank")
     kept: list[tuple[float, int, Hard]] = []
     failed: list[tuple[str, str]] = []
-    scored = 0
-    for first in range(0, len(items), batch_size):
-        batch: list[torch.Tensor] = []
-        where: list[int] = []
-        for number in range(first, min(first + batch_size, len(items))):
-            name, source = items[number]
-            try:
-                batch.append(_model_input(bundle, source, number))
-                where.append(number)
-            except XaiError as exc:
-                failed.append((name, f"{type(exc).__name__}: {exc}"))
-        if batch:
-            scores, logits = _scores(bundle, torch.cat(batch), spec)
-            probabilities = logits.double().softmax(dim=1)
-            for row, number in enumerate(where):
-                score = float(scores[row])
-                top = probabilities[row].topk(min(3, probabilities.shape[1]))
-                hard = Hard(items[number][0], score, number, items[number][1],
-                            [(int(i), bundle.class_name(int(i)), float(p))
-                             for p, i in zip(top.values, top.indices, strict=True)])
-                entry = (score, -number, hard)
-                if len(kept) < k:
-                    heapq.heappush(kept, entry)
-                elif entry[:2] > kept[0][:2]:
-                    heapq.heapreplace(kept, entry)
-            scored += len(where)
-        if progress is not None:
-            progress(min(first + batch_size, len(items)) / len(items))
+    scorer = _Scorer(bundle, spec)
+    numbered = [(number, source) for number, (_, source) in enumerate(items)]
+    outcomes = distributed.run(numbered, functools.partial(distributed.placed, scorer,
+                                                           *scorer.modules()),
+                               _Scorer.batch, client=client, task_size=batch_size,
+                               done=distributed.fractions(len(items), progress))
+    for number, outcome in enumerate(outcomes):
+        name, source = items[number]
+        if isinstance(outcome, str):
+            failed.append((name, outcome))
+            continue
+        score, top = outcome
+        entry = (score, -number, Hard(name, score, number, source, top))
+        if len(kept) < k:
+            heapq.heappush(kept, entry)
+        elif entry[:2] > kept[0][:2]:
+            heapq.heapreplace(kept, entry)
+    scored = len(items) - len(failed)
     ranked = [h for _, _, h in sorted(kept, key=lambda e: (-e[0], -e[1]))]
     return Ranking(spec.label, ranked, scored, failed)
+
+
+Top = list[tuple[int, str, float]]
+
+
+@dataclass
+class _Scorer:
+    """Scores batches of images: the difficulty and the top classes of each, or the error
+    that made it unreadable."""
+
+    bundle: ModelBundle
+    spec: DifficultySpec
+
+    def modules(self) -> list[nn.Module]:
+        return [self.bundle.model] + ([self.spec.predictor] if self.spec.predictor else [])
+
+    def batch(self, chunk: list[tuple[int, Any]]) -> list[tuple[float, Top] | str]:
+        """``(score, top classes)`` of each ``(number, source)`` of ``chunk``, or its error."""
+        errors: list[str | None] = []
+        inputs: list[torch.Tensor] = []
+        for number, source in chunk:
+            try:
+                inputs.append(_model_input(self.bundle, source, number))
+                errors.append(None)
+            except XaiError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+        if not inputs:
+            return list(errors)  # type: ignore[arg-type]
+        scores, logits = _scores(self.bundle, torch.cat(inputs), self.spec)
+        probabilities = logits.double().softmax(dim=1)
+        rows = iter(range(len(inputs)))
+        return [error if error is not None else self._scored(next(rows), scores, probabilities)
+                for error in errors]
+
+    def _scored(self, row: int, scores: torch.Tensor, probabilities: torch.Tensor
+                ) -> tuple[float, Top]:
+        top = probabilities[row].topk(min(3, probabilities.shape[1]))
+        return float(scores[row]), [(int(i), self.bundle.class_name(int(i)), float(p))
+                                    for p, i in zip(top.values, top.indices, strict=True)]
 
 
 def _model_input(bundle: ModelBundle, source: Any, number: int) -> torch.Tensor:

@@ -10,13 +10,16 @@ merges their files.
 
 The results file is JSON lines: a header with the settings (:class:`.EvaluationSettings`),
 the model's name and a SHA-256 of its weights, then one record per image and method, appended
-and flushed as soon as it is computed. Run again with the same settings and model, it skips
-what is already there (a torn last line left by a killed run is cut off first), so an
-interrupted and resumed run writes the same file as an uninterrupted one; other settings, a
-other shard, seed or weights are refused. Each image is evaluated on its own, so its numbers
-do not depend on where a run stopped. A file that is not a results file is refused unchanged,
-and while a run writes ``out`` it holds ``out.lock`` (released when the process ends,
-however it ends): a second run on the same ``out`` stops at once with an error naming it.
+and flushed as soon as it is computed; an ``out`` ending in ``.parquet`` is a Parquet data set
+of the same records instead (:mod:`.parquet`: parts written as the run goes, the records not
+yet in a part journaled in JSON lines, so that everything below holds for it too). Run
+again with the same settings and model, it skips what is already there (a torn last line
+left by a killed run is cut off first), so an interrupted and resumed run writes the same
+file as an uninterrupted one; other settings, another shard, seed or weights are refused.
+Each image is evaluated on its own, so its numbers do not depend on where a run stopped. A
+file that is not a results file is refused unchanged, and while a run writes ``out`` it holds
+``out.lock`` (released when the process ends, however it ends): a second run on the same
+``out`` stops at once with an error naming it.
 
 An image that cannot be read (whatever the exception) gets a record ``{"image", "error"}``;
 a method or metric that fails on an image gets ``{"image", "method", "error"}``. Both are
@@ -36,6 +39,7 @@ is a header.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -51,8 +55,8 @@ from typing import IO, Any
 import torch
 from PIL import Image
 from torch import nn
-from tqdm.auto import tqdm
 
+from .. import distributed
 from ..errors import ImageError, MetricError
 from ..explain import explain
 from ..images import to_pil
@@ -60,7 +64,8 @@ from ..kernels import REGISTRY as METHODS
 from ..kernels import get_method
 from ..kernels.spec import Progress
 from ..models import ModelBundle, load_model
-from . import cluster
+from ..progress import items_bar
+from . import parquet
 from .pointing import box_to_input, boxes_to_masks, check_box
 from .registry import get_metric
 from .settings import EvaluationSettings
@@ -108,17 +113,17 @@ def evaluate_folder(directory: str | Path, model: ModelBundle | nn.Module | None
     (methods, metrics, layer, method parameters, labels, boxes, shard, seed, metric options),
     updated by ``changes`` (its field names as keywords, e.g. ``methods=["grad_cam"],
     metrics=["deletion", "insertion"], pixels_per_step=64``); every setting is checked before
-    the first image. ``out``: the JSON-lines results file (resumed if it exists). ``progress``:
-    ``True`` shows a bar (tqdm: text in a terminal, a widget in a notebook), ``False`` none,
-    or a callable ``progress(fraction, None)`` called after every image (it may raise
+    the first image. ``out``: the JSON-lines results file, or a Parquet data set for a name
+    ending in ``.parquet`` (:mod:`.parquet`), resumed if it exists. ``progress``: ``True``
+    shows a bar (tqdm: text in a terminal, a widget in a notebook), ``False`` none, or a
+    callable ``progress(fraction, None)`` called after every image (it may raise
     :class:`~xai_widgets.kernels.spec.Cancelled`: the file stays consistent). ``plots``: save
     one PNG per method next to ``out``. ``client``: a Dask ``distributed.Client`` to run the
-    images on its workers, ``task_size`` images per task (:mod:`.cluster`: the same file as
-    without it).
+    images on its workers, ``task_size`` images per task (:mod:`xai_widgets.distributed`: the
+    same file as without it; the bar shows the cluster's dashboard).
     """
     settings = (settings or EvaluationSettings()).updated(**changes)
-    if client is not None:
-        cluster.check_task_size(task_size)
+    distributed.check_task_size(task_size)
     path = Path(out)
     _check_out(path)
     label_of = _read_labels(settings.labels) if settings.labels is not None else {}
@@ -137,12 +142,12 @@ def evaluate_folder(directory: str | Path, model: ModelBundle | nn.Module | None
               **settings.header()}
     run = FolderRun(path, Summary([], {}), ignored=ignored)
     with _locked(path):
-        done = _resume(path, header)
-        with path.open("ab") as stream, tqdm(total=len(shard), desc="evaluate", unit="image",
-                                               disable=progress is not True) as bar:
-            if path.stat().st_size == 0:
+        journal, done, parts = _open(path, header)
+        with journal.open("ab") as stream, \
+                items_bar("evaluate", len(shard), progress is True, client) as bar:
+            if journal.stat().st_size == 0:
                 _write(stream, header)
-            items: list[cluster.Item] = []
+            items: list[tuple[Path, str, list[str]]] = []
             for file in shard:
                 relative = file.relative_to(folder).as_posix()
                 todo = [m for m in settings.methods
@@ -152,19 +157,25 @@ def evaluate_folder(directory: str | Path, model: ModelBundle | nn.Module | None
             run.skipped = len(shard) - len(items)
             bar.update(run.skipped)
             job = _Job(bundle, settings, label_of, boxes_of)
-            computed = (job.image(*item) for item in items) if client is None else \
-                cluster.records(client, job, items, task_size)
-            for position, records in enumerate(computed, start=run.skipped + 1):
-                for record in records:
-                    _write(stream, record)
-                    if "error" in record:
-                        run.failed.append((record["image"], record.get("method"),
-                                           record["error"]))
-                    else:
-                        run.written += 1
-                bar.update(1)
-                if callable(progress):
-                    progress(position / len(shard), None)
+            setup = functools.partial(distributed.placed, job, bundle.model)
+            computed = distributed.run(items, setup, _Job.images, client=client,
+                                       task_size=task_size if client else 1, done=bar.update)
+            try:
+                for position, records in enumerate(computed, start=run.skipped + 1):
+                    for record in records:
+                        _write(stream, record)
+                        if parts is not None:
+                            parts.add(record)
+                        if "error" in record:
+                            run.failed.append((record["image"], record.get("method"),
+                                               record["error"]))
+                        else:
+                            run.written += 1
+                    if callable(progress):
+                        progress(position / len(shard), None)
+            finally:
+                if parts is not None:
+                    parts.flush()
     run.summary = summarize(path)
     if plots:
         run.plots = run.summary.save_plots(path.with_suffix(""))
@@ -179,7 +190,8 @@ def list_images(folder: Path, out: Path | None = None) -> tuple[list[Path], list
                          "holds the images")
     readable = {ext.lower() for ext in Image.registered_extensions()}
     own = set() if out is None else {out.resolve(), _lock_path(out).resolve()}
-    files = sorted((p for p in folder.rglob("*") if p.is_file() and not _ours(p, own)),
+    files = sorted((p for p in folder.rglob("*") if p.is_file() and not _ours(p, own)
+                    and not own.intersection(p.resolve().parents)),
                    key=lambda p: p.relative_to(folder).as_posix())
     images = [p for p in files if p.suffix.lower() in readable]
     ignored = [p.relative_to(folder).as_posix() for p in files if p.suffix.lower() not in
@@ -219,6 +231,10 @@ class _Job:
         for spec in specs:  # metrics that share a function (deletion, insertion) share a call
             grouped.setdefault(spec.measure, []).append(spec.name)
         self.measures = {measure: tuple(names) for measure, names in grouped.items()}
+
+    def images(self, chunk: list[tuple[Path, str, list[str]]]) -> list[list[dict[str, Any]]]:
+        """The records of each image of ``chunk`` (file, relative path, methods to run)."""
+        return [self.image(file, relative, todo) for file, relative, todo in chunk]
 
     def image(self, file: Path, relative: str, todo: list[str]) -> list[dict[str, Any]]:
         """Explain and measure one image with the methods ``todo``: a record each, or one
@@ -271,7 +287,6 @@ class _Job:
         return boxes_to_masks([boxes], preprocessing.crop, 1)
 
 
-
 def _message(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -280,7 +295,16 @@ def _message(exc: Exception) -> str:
 
 
 def _check_out(path: Path) -> None:
-    """Refuse, changing nothing, an ``out`` that is a folder or a file that is not ours."""
+    """Refuse, changing nothing, an ``out`` that is a folder or a file that is not ours (for
+    Parquet: a file, or a folder that is not a Parquet results folder)."""
+    if parquet.is_parquet(path):
+        parquet.require()
+        if path.is_file() or (path.is_dir() and any(path.iterdir()) and not (
+                (path / parquet.PENDING).is_file() or parquet.parts(path))):
+            raise MetricError(f"{printable(str(path))!r} exists and is not a Parquet results "
+                              "folder (a Parquet output is a folder of parts); it was left as "
+                              "it is: give another out, or remove it yourself")
+        return
     if path.is_dir():
         raise MetricError(f"out={printable(str(path))!r} is a folder; out is the results file "
                           f"to write, e.g. {printable(str(path / 'results.jsonl'))!r}")
@@ -306,6 +330,8 @@ def _ours(file: Path, own: set[Path]) -> bool:
 
 
 def _is_results_file(path: Path) -> bool:
+    if path.is_dir():
+        path = path / parquet.PENDING
     try:
         with path.open("rb") as stream:
             return parse_header(stream.readline(1 << 20)) is not None
@@ -367,31 +393,63 @@ def _try_lock(stream: IO[str]) -> None:
         fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def _resume(path: Path, header: dict[str, Any]) -> set[tuple[str, str | None]]:
-    """The (image, method) pairs already in ``path`` (method None: the image failed).
+def _open(path: Path, header: dict[str, Any]
+          ) -> tuple[Path, set[tuple[str, str | None]], parquet.Parts | None]:
+    """The JSON-lines file to append to, the (image, method) pairs already done (method
+    None: the image failed) and, for a Parquet ``path``, its :class:`.parquet.Parts`.
+    Everything is checked before anything changes (:func:`_resume`)."""
+    if not parquet.is_parquet(path):
+        return path, _keys(_resume(path, header)), None
+    path.mkdir(exist_ok=True)
+    in_parts: set[tuple[str, str | None]] = set()
+    for part in parquet.parts(path):
+        found, records = parquet.read_part(part)
+        _check_header(part, found, header)
+        in_parts |= _keys(records)
+    journal = path / parquet.PENDING
+    pending = _resume(journal, header)
+    if in_parts & _keys(pending):  # killed between writing a part and cutting the journal
+        pending = [r for r in pending if _key(r) not in in_parts]
+        journal.write_bytes(b"".join(_encode(r) for r in [header, *pending]))
+    return journal, in_parts | _keys(pending), parquet.Parts(path, header, pending)
+
+
+def _key(record: dict[str, Any]) -> tuple[str, str | None]:
+    return str(record["image"]), record.get("method")
+
+
+def _keys(records: Any) -> set[tuple[str, str | None]]:
+    return {_key(r) for r in records}
+
+
+def _check_header(path: Path, old: dict[str, Any], header: dict[str, Any]) -> None:
+    if old != header:
+        differ = sorted(k for k in {*old, *header} if old.get(k) != header.get(k))
+        raise MetricError(f"{printable(str(path))!r} holds results of other settings (they "
+                          f"differ in: {', '.join(differ)}); resume with the same settings "
+                          "and model, or write to another file")
+
+
+def _resume(path: Path, header: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records already in ``path`` (a JSON-lines file; created empty if missing).
 
     Everything is checked before anything changes: a file that is not ours, a damaged line or
     a header with other settings is refused as it is; then a torn last line (a killed run) is
     cut off."""
     if not path.exists():
         path.touch()
-        return set()
+        return []
     raw = path.read_bytes()
     complete = raw[:raw.rfind(b"\n") + 1]
     if not complete and _encode(header).startswith(raw):
         path.write_bytes(b"")  # only a torn header: the run wrote nothing else
-        return set()
+        return []
     records = read_records(path, complete)
-    if records[0] != header:
-        old = records[0]
-        differ = sorted(k for k in {*old, *header} if old.get(k) != header.get(k))
-        raise MetricError(f"{printable(str(path))!r} holds results of other settings (they "
-                          f"differ in: {', '.join(differ)}); resume with the same settings "
-                          "and model, or write to another file")
+    _check_header(path, records[0], header)
     if len(complete) < len(raw):
         with path.open("r+b") as stream:
             stream.truncate(len(complete))
-    return {(str(r["image"]), r.get("method")) for r in records[1:]}
+    return records[1:]
 
 
 def _encode(record: dict[str, Any]) -> bytes:

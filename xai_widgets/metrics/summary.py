@@ -1,6 +1,7 @@
 """Summaries of results files: mean and 95 % confidence interval per method × metric, plots.
 
-A results file (JSON lines, see :mod:`.folder`) holds one record per image and method.
+A results file (JSON lines, see :mod:`.folder`, or a Parquet results folder, see
+:mod:`.parquet`: the same records) holds one record per image and method.
 :func:`summarize` reads one file or several (the shards of one run) and keeps, for every
 method and column of the metric registry, the values that are defined; undefined ones (an
 empty box, a map with no energy), failed images and records with warnings are counted and
@@ -148,11 +149,12 @@ class Summary:
 
 
 def summarize(*paths: str | Path) -> Summary:
-    """The summary of one or more results files (e.g. the shards of one run)."""
+    """The summary of one or more results files (e.g. the shards of one run): JSON lines or
+    Parquet (a results folder ``*.parquet`` or one of its parts)."""
     records: list[dict[str, Any]] = []
     sources: list[str] = []
     for path in paths:
-        found = read_records(Path(path))[1:]
+        found = read_results(Path(path))[1:]
         records.extend(found)
         sources.extend([str(path)] * len(found))
     return summarize_records(records, sources)
@@ -215,6 +217,41 @@ def parse_header(line: bytes) -> dict[str, Any] | None:
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
     return header if isinstance(header, dict) and header.get("kind") == "header" else None
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """The header and the records of a results file: JSON lines (:func:`read_records`), or
+    Parquet: a results folder (its parts, then its journal of records not yet in a part) or
+    one part."""
+    from . import parquet
+
+    if not parquet.is_parquet(path):
+        return read_records(path)
+    if path.is_file():
+        header, records = parquet.read_part(path)
+        return [header, *records]
+    journal = path / parquet.PENDING
+    if not path.is_dir() or not (journal.is_file() or parquet.parts(path)):
+        raise MetricError(f"no Parquet results folder at {printable(str(path))!r}")
+    found: list[tuple[Path, dict[str, Any]]] = []
+    records = []
+    for part in parquet.parts(path):
+        header, part_records = parquet.read_part(part)
+        found.append((part, header))
+        records += part_records
+    if journal.is_file() and journal.stat().st_size:
+        header, *pending = read_records(journal)
+        found.append((journal, header))
+        done = {(r["image"], r.get("method")) for r in records}
+        records += [r for r in pending if (r["image"], r.get("method")) not in done]
+    if not found:
+        raise MetricError(f"the Parquet results folder {printable(str(path))!r} holds no "
+                          "results yet")
+    for where, header in found[1:]:
+        if header != found[0][1]:
+            raise MetricError(f"{printable(str(where))!r} holds results of other settings than "
+                              f"{printable(str(found[0][0]))!r}; a results folder holds one run")
+    return [found[0][1], *records]
 
 
 def read_records(path: Path, data: bytes | None = None) -> list[dict[str, Any]]:

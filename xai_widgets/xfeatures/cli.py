@@ -3,6 +3,7 @@
     xai-widgets xfeatures train DIR --class espresso --out espresso.xnn
     xai-widgets xfeatures train demo --class espresso --out espresso.xnn   # the offline demo set
     xai-widgets xfeatures explain espresso.xnn photo.jpg --out maps.png
+    xai-widgets xfeatures train DIR --class espresso --out espresso.xnn --workers 4  # Dask
 
 :func:`add_parser` adds the ``xfeatures`` command to the toolkit's command line (each command
 sets ``run``).
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import distributed
 from ..errors import ParameterError
 
 
@@ -40,7 +42,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     train.add_argument("--checkpoint", default=None,
                        help="resume from / save to this checkpoint after every epoch")
     train.add_argument("--cache", default=None, help="feature cache folder")
+    train.add_argument("--batch-size", type=int, default=32,
+                       help="images per forward pass (and per task on a cluster; default 32)")
     _model_options(train)
+    distributed.add_options(train, task_size=False)
     train.set_defaults(run=_train)
 
     explain = commands.add_parser("explain", help="the x-feature maps of photos, as a picture")
@@ -85,8 +90,10 @@ def _train(args: argparse.Namespace) -> int:
     bundle = _load_model(args)
     folder = espresso_folder() if args.folder == "demo" else args.folder
     cls: Any = int(args.cls) if args.cls.isdigit() else args.cls
-    data = FeatureSet.extract(bundle, folder, cls=cls, layer=args.layer,
-                              cache_dir=args.cache)
+    with distributed.client_for(args) as client:
+        data = FeatureSet.extract(bundle, folder, cls=cls, layer=args.layer,
+                                  cache_dir=args.cache, batch_size=args.batch_size,
+                                  client=client)
     for name, reason in data.unreadable:
         print(f"skipped {name}: {reason}", file=sys.stderr)
     print(f"{data!r}; {data.cached} from the cache")

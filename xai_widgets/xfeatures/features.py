@@ -8,6 +8,9 @@ reproduce: faithfulness). :meth:`FeatureSet.extract` runs the model once over a 
 or an ``ImageFolder``-style tree, in batches under ``torch.inference_mode()``, and caches the
 result on disk keyed by the model's weights, the layer, the preprocessing and each file's
 contents: training again, with other settings or another class, never runs the CNN again.
+With ``client=`` (a Dask ``distributed.Client``) the images that are not in the cache are
+read and run through the model on its workers, a batch a task (:mod:`xai_widgets.distributed`:
+the same features as in this process).
 
 Layers are named as everywhere else in the toolkit (``"avgpool"``, ``"classifier.4"``): the
 module's output, which must be a vector ``(N, D)`` (or ``(N, D, 1, 1)``). ``"<name>:input"``
@@ -16,6 +19,7 @@ names the input of a module instead; the default is ``"<last linear>:input"``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -31,6 +35,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .. import distributed
 from ..errors import ImageError, LayerError, TargetError, did_you_mean
 from ..images import Preprocessing, _model_input, to_pil
 from ..models import ModelBundle
@@ -220,14 +225,26 @@ def _name_of(item: Any, index: int) -> str:
     return f"image {index}"
 
 
+def _file_bytes(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageError(f"cannot read {str(path)!r}: {exc}") from exc
+
+
+def _digest(item: _Item, preprocessing: Preprocessing) -> str:
+    """The content hash of one image, the key of its cached features: of a file's bytes
+    (the file is not decoded), else of its pixels (ImageError if unreadable)."""
+    if isinstance(item.source, (str, Path)):
+        return _content_hash(_file_bytes(item.source))
+    return _read(item, preprocessing)[1]
+
+
 def _read(item: _Item, preprocessing: Preprocessing) -> tuple[torch.Tensor, str]:
     """Model input ``(3, H, W)`` and content hash of one image (ImageError if unreadable)."""
     source = item.source
     if isinstance(source, (str, Path)):
-        try:
-            data = Path(source).read_bytes()
-        except OSError as exc:
-            raise ImageError(f"cannot read {str(source)!r}: {exc}") from exc
+        data = _file_bytes(source)
         picture, _ = to_pil(data)
         return _model_input(picture, preprocessing), _content_hash(data)
     if isinstance(source, torch.Tensor) and source.is_floating_point():
@@ -316,14 +333,16 @@ class FeatureSet:
                 cls: int | str | None = None, layer: str | None = None, *,
                 batch_size: int = 32, cache_dir: str | Path | bool | None = None,
                 positives: Sequence[bool] | None = None,
-                progress: Progress | None = None) -> FeatureSet:
+                progress: Progress | None = None, client: Any = None) -> FeatureSet:
         """Embeddings and scores of ``images`` for class ``cls`` (name or index).
 
         ``images``: a folder (positives = images the CNN predicts as the class), an
         ``ImageFolder``-style tree (positives = the class's sub-folder, the rest negatives),
         a list or dict of images (paths, PIL, arrays). ``positives`` overrides the labels.
         ``cache_dir``: where features are cached (default :func:`default_cache_dir`;
-        ``False``: no cache). ``progress(fraction)`` is called after every batch.
+        ``False``: no cache). ``progress(fraction)`` is called after every batch. ``client``:
+        a Dask ``distributed.Client`` whose workers read and run the images that are not
+        cached, a batch a task (the same features).
         """
         bundle = ModelBundle.wrap(bundle)
         if cls is None:
@@ -340,37 +359,35 @@ class FeatureSet:
         fingerprint = model_fingerprint(model)
         store = _Cache(cache_dir, fingerprint, embedding.name, bundle.preprocessing)
 
-        inputs: list[torch.Tensor | None] = []
         hashes: list[str | None] = []
-        unreadable: list[tuple[str, str]] = []
-        for item in items:
+        failures: dict[int, str] = {}
+        for position, item in enumerate(items):
             try:
-                tensor, digest = _read(item, bundle.preprocessing)
+                hashes.append(_digest(item, bundle.preprocessing))
             except (ImageError, OSError, ValueError) as exc:
-                unreadable.append((item.name, str(exc)))
-                inputs.append(None)
+                failures[position] = str(exc)
                 hashes.append(None)
-                continue
-            inputs.append(tensor)
-            hashes.append(digest)
+        found = store.lookup([h for h in hashes if h is not None])
+        todo = [i for i, h in enumerate(hashes) if h is not None and h not in found]
+        computed: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        extractor = _Extractor(bundle, embedding)
+        outcomes = distributed.run([items[i] for i in todo],
+                                   functools.partial(distributed.placed, extractor, model),
+                                   _Extractor.batch, client=client, task_size=batch_size,
+                                   done=distributed.fractions(len(todo), progress))
+        for i, outcome in zip(todo, outcomes, strict=True):
+            if isinstance(outcome, str):
+                failures[i], hashes[i] = outcome, None
+            else:
+                computed[hashes[i]] = outcome  # type: ignore[index]
+        if computed:
+            store.add(computed)
+        unreadable = [(items[i].name, failures[i]) for i in sorted(failures)]
         kept = [i for i, h in enumerate(hashes) if h is not None]
         if not kept:
             detail = f"; the first: {unreadable[0][0]}: {unreadable[0][1]}" if unreadable else ""
             raise XFeatureDataError(f"no readable image among the {len(items)} given{detail}; "
                                     "pass a folder of photos (jpg, png, ...) or a list of images")
-        found = store.lookup([hashes[i] for i in kept])  # type: ignore[misc]
-        todo = [i for i in kept if hashes[i] not in found]
-        computed: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            batch = torch.stack([inputs[i] for i in chunk])  # type: ignore[misc]
-            z, logits = _forward(bundle, embedding, batch)
-            for j, i in enumerate(chunk):
-                computed[hashes[i]] = (z[j], logits[j])  # type: ignore[index]
-            if progress is not None:
-                progress(min(start + batch_size, len(todo)) / len(todo))
-        if computed:
-            store.add(computed)
         rows = {**found, **computed}
         z = torch.stack([rows[hashes[i]][0] for i in kept])  # type: ignore[index]
         logits = torch.stack([rows[hashes[i]][1] for i in kept])  # type: ignore[index]
@@ -386,7 +403,7 @@ class FeatureSet:
             labels = logits.argmax(dim=1) == index
         result = klass(z, logits[:, index].clone(), labels, names, index, name, embedding.name,
                      fingerprint, bundle.preprocessing, bundle, unreadable, logits,
-                     len(kept) - len(todo))
+                     sum(hashes[i] in found for i in kept))
         check_trainable(result, by_folder)
         return result
 
@@ -437,6 +454,30 @@ def resolve_class(bundle: ModelBundle, cls: int | str, num_classes: int) -> tupl
     hint = did_you_mean(cls, names) or "class names are those of the model, e.g. " + \
         ", ".join(repr(n) for n in names[:3])
     raise TargetError(f"unknown class {cls!r}; {hint}")
+
+
+@dataclass
+class _Extractor:
+    """Reads batches of images and runs them through the model (on a worker, or here)."""
+
+    bundle: ModelBundle
+    embedding: Embedding
+
+    def batch(self, chunk: list[_Item]) -> list[tuple[torch.Tensor, torch.Tensor] | str]:
+        """``(z (D,), logits (C,))`` of each image of ``chunk``, or why it is unreadable."""
+        errors: list[str | None] = []
+        inputs: list[torch.Tensor] = []
+        for item in chunk:
+            try:
+                inputs.append(_read(item, self.bundle.preprocessing)[0])
+                errors.append(None)
+            except (ImageError, OSError, ValueError) as exc:
+                errors.append(str(exc))
+        rows = zip(*_forward(self.bundle, self.embedding, torch.stack(inputs)),
+                   strict=True) if inputs else iter(())
+        # each row a tensor of its own: a view would carry (and pickle) the whole batch
+        return [error if error is not None else tuple(t.clone() for t in next(rows))
+                for error in errors]
 
 
 def _forward(bundle: ModelBundle, embedding: Embedding, batch: torch.Tensor
