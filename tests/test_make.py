@@ -5,15 +5,23 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 from support import ROOT
 
 
 def lab_command(*prefix: str) -> str:
-    """The line ``make -n lab`` would run to start JupyterLab."""
-    listing = subprocess.run([*prefix, "make", "-n", "-s", "lab"], cwd=ROOT, check=True,
-                             capture_output=True, text=True).stdout
+    """The line ``make -n lab`` would run to start JupyterLab, in a world-readable copy of
+    the Makefile and its inputs (a checkout may sit in a folder only its owner can enter)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        folder.chmod(0o755)
+        for name in ("Makefile", "pyproject.toml", "constraints.txt"):
+            shutil.copy(ROOT / name, folder)
+        listing = subprocess.run([*prefix, "make", "-n", "-s", "lab"], cwd=folder, check=True,
+                                 capture_output=True, text=True).stdout
     return next(line for line in listing.splitlines() if "jupyter lab" in line)
 
 
