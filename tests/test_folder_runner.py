@@ -121,3 +121,15 @@ def test_the_bar_shows_the_dashboard() -> None:
         assert "dashboard http://127.0.0.1:8787/status" in str(bar)
     with items_bar("evaluate", 3) as bar:
         assert "dashboard" not in str(bar)
+
+
+def _worker_settings() -> tuple[object, str | None]:
+    import dask
+
+    return (dask.config.get("distributed.worker.profile.enabled"),
+            os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+
+
+def test_our_workers_run_without_what_slows_torch(client) -> None:
+    # the shared cluster comes from local_client: no profiler thread, glibc's adaptive mmap
+    assert set(client.run(_worker_settings).values()) == {(False, None)}

@@ -15,10 +15,12 @@ Devices (:func:`plan`): with CUDA, one worker per GPU, each on the GPU of its in
 (:func:`worker_device`); without, one single-threaded worker per core.
 
 Dask is optional (``pip install "xai-widgets[distributed]"``); :func:`local_client` starts a
-``LocalCluster`` on 127.0.0.1, or connects to a scheduler. Its workers start without the
-``MALLOC_TRIM_THRESHOLD_`` that Dask sets by default (:data:`UNSET`): with it, glibc stops
-adapting its mmap threshold, every activation of a forward pass is mapped afresh, and a
-ResNet-18 forward on a CPU took twice as long.
+``LocalCluster`` on 127.0.0.1, or connects to a scheduler. Its workers differ from Dask's
+defaults in two ways (:data:`WORKER_CONFIG`): they start without ``MALLOC_TRIM_THRESHOLD_``
+(with it, glibc stops adapting its mmap threshold, every activation of a forward pass is
+mapped afresh, and a ResNet-18 forward on a CPU took twice as long), and without Dask's
+statistical profiler (its sampling thread, every 10 ms, cost 2 workers on 2 cores a tenth of
+their throughput: 1.59× one worker with it, 1.77× without, benchmarks/results/distributed.md).
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ R = TypeVar("R")
 INSTALL = 'pip install "xai-widgets[distributed]" (Dask distributed)'
 #: tasks in flight per worker thread: enough to keep every worker busy
 AHEAD = 4
-#: Dask's default environment of new workers, less what slows torch on a CPU
-UNSET = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+#: Dask's defaults for new workers, less what slows torch on a CPU
+WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                 "distributed.worker.profile.enabled": False}
 
 
 def run(items: Sequence[T], setup: Callable[[], Any],
@@ -233,7 +236,7 @@ def local_client(workers: int | None = None, scheduler: str | None = None
                   os.cpu_count() or 1)
     import dask
 
-    with dask.config.set(UNSET), \
+    with dask.config.set(WORKER_CONFIG), \
             LocalCluster(n_workers=layout.workers, threads_per_worker=layout.threads,
                          processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
                          ) as cluster, Client(cluster) as client:
