@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib.util
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL_CARDS = ROOT / "kernels"
@@ -46,3 +47,16 @@ def wait_until(condition: Callable[[], object], timeout: float = 20.0) -> None:
     while not condition():
         assert time.monotonic() < end, "timed out"
         time.sleep(0.01)
+
+
+def random_photos(folder: Path, names: Iterable[str], shape: tuple[int, int] = (16, 16),
+                  high: int = 255, broken: bytes = b"this is not a JPEG") -> Path:
+    """``folder`` made, with a random PNG ``<name>.png`` of ``shape`` (H, W) per name (seed 0,
+    values below ``high``) and an unreadable ``broken.jpg``."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in names:
+        Image.fromarray(rng.integers(0, high, (*shape, 3), dtype=np.uint8)).save(
+            folder / f"{name}.png")
+    (folder / "broken.jpg").write_bytes(broken)
+    return folder

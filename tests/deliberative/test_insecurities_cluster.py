@@ -3,11 +3,11 @@ the records and the gallery of a single-process run."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from dask_cluster import dask_client
 from PIL import Image
+from support import random_photos
 from test_insecurities_cli import parse
 from tiny_models import PlainNet, bundle
 
@@ -21,14 +21,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def folder(tmp_path):
-    rng = np.random.default_rng(0)
-    images = tmp_path / "photos"
-    images.mkdir()
-    for i in range(9):
-        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(
-            images / f"img{i}.png")
-    (images / "broken.jpg").write_bytes(b"no")
-    return images
+    return random_photos(tmp_path / "photos", (f"img{i}" for i in range(9)), (20, 24),
+                         high=256, broken=b"no")
 
 
 @pytest.fixture

@@ -7,12 +7,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from dask_cluster import dask_client
 from metric_models import Fragile
-from PIL import Image
+from support import random_photos
 from tiny_models import bundle
 
 from xai_widgets import metrics
@@ -32,14 +31,7 @@ QUICK = {"methods": ["grad_cam", "saliency"], "metrics": ["deletion", "insertion
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     """Seven 16×16 photos and a broken JPEG."""
-    root = tmp_path / "images"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    for name in "abcdefg":
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
-            root / f"{name}.png")
-    (root / "broken.jpg").write_bytes(b"this is not a JPEG")
-    return root
+    return random_photos(tmp_path / "images", "abcdefg")
 
 
 def fragile(tmp_path: Path, marker: str | None = None):

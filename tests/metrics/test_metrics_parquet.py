@@ -7,10 +7,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from support import random_photos
 from tiny_models import PlainNet, bundle
 
 from xai_widgets import cli, metrics
@@ -26,14 +25,7 @@ QUICK = {"methods": ["grad_cam", "saliency"], "metrics": ["deletion", "insertion
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     """Five 16×16 photos and a broken JPEG."""
-    root = tmp_path / "images"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    for name in "abcde":
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
-            root / f"{name}.png")
-    (root / "broken.jpg").write_bytes(b"this is not a JPEG")
-    return root
+    return random_photos(tmp_path / "images", "abcde")
 
 
 @pytest.fixture
